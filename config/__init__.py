@@ -1,0 +1,1 @@
+"""Settings: the one immutable Settings object, built once at start-up."""

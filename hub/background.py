@@ -1,0 +1,136 @@
+"""A hub process's background duties: flushing signs of life, and — in exactly one process per Redis, the
+holder of the scheduler lease — pushing ClientInfo changes and checking liveness (hubclientinfo §15.2.3).
+
+Owns: the lease loop (take/renew, fenced cursor so a change is pushed once even across a take-over), the
+still-alive GETs of silent parties' versions endpoints, and OFFLINE ↔ CONNECTED from their results or traffic.
+Must not: run request logic, or push without holding the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+
+from hub.clientinfo import ClientInfoService
+from hub.forward import gather_limited
+from hub.runtime import Runtime
+from registry.store import REGISTRY_ERRORS
+from routing import errors
+from routing.datetimes import parse_datetime
+from routing.model import ConnectionStatus
+from routing.table import Platform
+
+log = logging.getLogger("ocpihub.scheduler")
+
+FLUSH_INTERVAL = 1.0
+PROBE_CONCURRENCY = 16
+
+
+def start(rt: Runtime, clientinfo: ClientInfoService) -> None:
+    rt.tasks.spawn("seen-flush", _flush_loop(rt))
+    rt.tasks.spawn("scheduler", Scheduler(rt, clientinfo).run())
+
+
+async def flush(rt: Runtime) -> None:
+    """Write this process's signs of life to Redis (also on shutdown)."""
+    if rt.seen:
+        seen, rt.seen = rt.seen, {}
+        try:
+            await rt.store.touch(seen)
+        except REGISTRY_ERRORS as exc:
+            log.warning("could not record signs of life: %s", exc)
+
+
+async def _flush_loop(rt: Runtime) -> None:
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL)
+        await flush(rt)
+
+
+class Scheduler:
+    """Leader-only work, under a Redis lease that another process takes over within ``lease_ttl``."""
+
+    def __init__(self, rt: Runtime, clientinfo: ClientInfoService) -> None:
+        self.rt = rt
+        self.clientinfo = clientinfo
+        self.owner = f"{os.getpid()}:{uuid.uuid4().hex}"
+        self.ttl_ms = int(rt.settings.lease_ttl * 1000)
+        self.tick = min(rt.settings.lease_ttl / 3, max(rt.settings.liveness_interval / 4, 0.05), 1.0)
+        self.leader = False
+        self.next_probe = 0.0
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    self.leader = await self.rt.store.hold_lease(self.owner, self.ttl_ms)
+                    if self.leader:
+                        await self._push_changes()
+                        if time.monotonic() >= self.next_probe:
+                            await self._check_liveness()
+                            self.next_probe = time.monotonic() + self.tick
+                except REGISTRY_ERRORS as exc:
+                    self.leader = False
+                    log.warning("scheduler: registry unreachable: %s", exc)
+                await asyncio.sleep(self.tick / 2)
+        finally:
+            if self.leader:
+                await asyncio.shield(self._release())
+
+    async def _release(self) -> None:
+        with contextlib.suppress(*REGISTRY_ERRORS):  # the lease expires by itself anyway
+            await self.rt.store.release_lease(self.owner)
+
+    async def _push_changes(self) -> None:
+        cursor = await self.rt.store.events_cursor()
+        for entry_id, info in await self.rt.store.events_after(cursor):
+            # Push with the routing snapshot at least as new as the change, so a newcomer is included.
+            if self.rt.holder.table.version < await self.rt.store.version():
+                await self.rt.holder.reload()
+            await self.clientinfo.push(info)
+            if not await self.rt.store.advance_cursor(self.owner, entry_id):
+                self.leader = False  # lost the lease mid-way: the new holder continues from the cursor
+                return
+
+    async def _check_liveness(self) -> None:
+        now = time.time()
+        seen = await self.rt.store.last_seen()
+        interval = self.rt.settings.liveness_interval
+        probes = []
+        for platform in self.rt.holder.table.platforms.values():
+            if not platform.registered or platform.status not in (ConnectionStatus.CONNECTED, ConnectionStatus.OFFLINE):
+                continue
+            record_since = await self._status_since(platform)
+            last = seen.get(platform.id, 0.0)
+            if platform.status is ConnectionStatus.OFFLINE and last > record_since:
+                await self.rt.store.set_liveness(platform.id, True)  # traffic is a sign of life
+            elif now - max(last, record_since) >= interval:
+                probes.append(self._probe(platform))
+        if probes:
+            await gather_limited(PROBE_CONCURRENCY, probes)
+
+    async def _status_since(self, platform: Platform) -> float:
+        record = await self.rt.store.get(platform.id)
+        if record is None:
+            return time.time()
+        return parse_datetime(record.status_since).timestamp()
+
+    async def _probe(self, platform: Platform) -> None:
+        """GET the party's versions endpoint: it has no side effects and every party has it (§15.2.3)."""
+        alive = False
+        try:
+            reply = await self.rt.outbound.call_json(
+                "GET", platform.versions_url, platform.auth_header, timeout=self.rt.settings.forward_timeout
+            )
+            alive = reply.status == 200
+        except errors.OcpiError:
+            alive = False
+        self.rt.metrics.checks["ok" if alive else "error"].inc()
+        if alive:
+            await self.rt.store.touch({platform.id: time.time()})
+        await self.rt.store.set_liveness(platform.id, alive)
+        log.info("liveness check", extra={"event": "liveness", "platform": platform.id, "alive": alive})

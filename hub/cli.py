@@ -1,0 +1,107 @@
+"""The ``ocpi-hub`` command: ``serve`` and ``registry`` (with the hub-initiated ``registry connect``).
+
+Owns: turning flags into Settings (flags > env > file > defaults), exit codes and one-line errors.
+Must not: contain hub or registry logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import click
+import orjson
+
+from config.settings import FIELDS, ConfigError, load_settings
+from hub import server
+from hub.credentials import HubIdentity, connect
+from hub.forward import Outbound
+from registry.cli import CliContext, describe, fail, parse_roles, registry
+from registry.connection import open_redis
+from registry.keys import RegistryKeys
+from registry.store import REGISTRY_ERRORS, PartyStore, RegistryError
+from routing.errors import OcpiError
+from routing.model import PartyKey
+
+
+@click.group()
+@click.version_option(package_name="ocpi-hub")
+def main() -> None:
+    """ocpi-hub: an OCPI 2.2.1 roaming hub."""
+
+
+def _serve_options(func: Any) -> Any:
+    for name in reversed(list(FIELDS)):
+        if name == "key_prefix":
+            continue
+        help_text = FIELDS[name].metadata.get("help", "")
+        flag = "--" + name.replace("_", "-")
+        func = click.option(flag, name, default=None, help=f"{help_text} [env OCPI_HUB_{name.upper()}]")(func)
+    return click.option("--config", "config_file", default=None, help="TOML file with the same keys.")(func)
+
+
+@main.command()
+@_serve_options
+def serve(config_file: str | None, **flags: Any) -> None:
+    """Run the hub (with no Redis URL, on an embedded Redis under --data-dir)."""
+    try:
+        settings = load_settings(os.environ, flags, config_file)
+    except ConfigError as exc:
+        fail(str(exc))
+    server.run(settings)
+
+
+@registry.command("connect")
+@click.option("--versions-url", required=True, help="The party's OCPI versions URL.")
+@click.option("--token-a", required=True, help="The token A the party gave the operator.")
+@click.option("--party", "parties", multiple=True, required=True, help="CC:PID:ROLE; repeat for more.")
+@click.option("--name", default="", help="A name for the platform.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def connect_command(
+    obj: CliContext, versions_url: str, token_a: str, parties: tuple[str, ...], name: str, as_json: bool
+) -> None:
+    """Hub-initiated registration with a platform that gave the operator its token A."""
+    roles = tuple(parse_roles(parties))
+    if not versions_url.startswith(("http://", "https://")):
+        fail("--versions-url must be an http(s) URL")
+    settings = obj.settings
+
+    async def go() -> dict[str, Any]:
+        async with open_redis(settings.redis_url, settings.data_dir) as redis:
+            store = PartyStore(redis, RegistryKeys(settings.key_prefix))
+            await store.ping()
+            base = settings.base_url if obj.public_url_given else (await store.public_url() or settings.base_url)
+            identity = HubIdentity(PartyKey(settings.country_code, settings.party_id), settings.name, base)
+            outbound = Outbound(max_connections=8, per_host=4, connect_timeout=settings.connect_timeout)
+            try:
+                record = await connect(
+                    store,
+                    outbound,
+                    identity,
+                    versions_url=versions_url,
+                    token_a=token_a,
+                    roles=roles,
+                    name=name,
+                    timeout=settings.forward_timeout,
+                )
+            finally:
+                await outbound.close()
+            return describe(record)
+
+    try:
+        info = asyncio.run(go())
+    except OcpiError as exc:
+        fail(f"connect failed ({exc.ocpi_status}): {exc.message}")
+    except RegistryError as exc:
+        fail(str(exc))
+    except REGISTRY_ERRORS as exc:
+        fail(f"registry unreachable: {exc}")
+    if as_json:
+        click.echo(orjson.dumps(info).decode())
+    else:
+        click.echo(f"{info['id']} {info['status']} ({', '.join(info['parties'])})")
+
+
+main.add_command(registry)

@@ -1,0 +1,309 @@
+"""The credentials module (credentials §7) in both directions, and the version endpoints the hub serves.
+
+Owns: the party-initiated handshake (token A → fetch the party's versions and 2.2.1 details with its token B →
+store its endpoints → answer with a fresh token C and only the hub's HUB role), PUT (re-fetch, rotate),
+DELETE (unregister), GET; the hub-initiated handshake behind ``ocpi-hub registry connect``; and the hub's own
+versions list and version details (versions §6).
+Must not: route functional modules, or write Redis except through registry/store.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from hub.forward import JsonReply, Outbound
+from registry.codec import EndpointRecord, PlatformRecord
+from registry.store import PartyStore, StaleTokenError, new_token
+from routing import errors
+from routing.headers import authorization_value
+from routing.model import FUNCTIONAL_MODULES, InterfaceRole, ModuleID, PartyKey, PartyRole, Role, TokenForm
+from routing.paths import CREDENTIALS_PATH, DETAILS_PATH, HUBCLIENTINFO_PATH, VERSION, VERSIONS_PATH, module_path
+from routing.table import Caller, token_digest
+
+#: Endpoints a party must publish for each of its roles, else the registration is refused with 3003.
+#: Every platform implements credentials (§7.2); pull is the mandatory model (transport_and_format §4.1.3),
+#: so a CPO publishes its Locations Sender and an eMSP its Tokens Sender.
+REQUIRED_ENDPOINTS: Final[Mapping[Role, tuple[tuple[ModuleID, InterfaceRole | None], ...]]] = {
+    Role.CPO: ((ModuleID.CREDENTIALS, None), (ModuleID.LOCATIONS, InterfaceRole.SENDER)),
+    Role.EMSP: ((ModuleID.CREDENTIALS, None), (ModuleID.TOKENS, InterfaceRole.SENDER)),
+}
+DEFAULT_REQUIRED: Final = ((ModuleID.CREDENTIALS, None),)
+MAX_TOKEN_LENGTH: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class HubIdentity:
+    """The hub as other platforms see it."""
+
+    party: PartyKey
+    name: str
+    base_url: str
+
+    @property
+    def versions_url(self) -> str:
+        return self.base_url + VERSIONS_PATH
+
+    def credentials(self, token: str) -> dict[str, Any]:
+        """The hub's Credentials object: it reports only itself, as role HUB (credentials §7.3.1)."""
+        return {
+            "token": token,
+            "url": self.versions_url,
+            "roles": [
+                {
+                    "role": Role.HUB.value,
+                    "party_id": self.party.party_id,
+                    "country_code": self.party.country_code,
+                    "business_details": {"name": self.name},
+                }
+            ],
+        }
+
+    def versions(self) -> list[dict[str, str]]:
+        return [{"version": VERSION, "url": self.base_url + DETAILS_PATH}]
+
+    def details(self) -> dict[str, Any]:
+        """Version details: each (module, interface role) at its own URL, so no path is ambiguous (digest §5.4)."""
+        endpoints = [
+            # The role of the credentials endpoint is irrelevant; publish SENDER (versions §6.2.2 NOTE).
+            {"identifier": ModuleID.CREDENTIALS.value, "role": "SENDER", "url": self.base_url + CREDENTIALS_PATH},
+            {"identifier": ModuleID.HUBCLIENTINFO.value, "role": "SENDER", "url": self.base_url + HUBCLIENTINFO_PATH},
+        ]
+        for module in FUNCTIONAL_MODULES:
+            for role in (InterfaceRole.SENDER, InterfaceRole.RECEIVER):
+                endpoints.append(
+                    {"identifier": module.value, "role": role.value, "url": self.base_url + module_path(module, role)}
+                )
+        return {"version": VERSION, "endpoints": endpoints}
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCredentials:
+    """A Credentials object received from a party (credentials §7.3.1)."""
+
+    token: str
+    url: str
+    roles: tuple[PartyRole, ...]
+    business_details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDetails:
+    """What the handshake learnt from a party's versions and 2.2.1 details."""
+
+    versions_url: str
+    version: str
+    endpoints: tuple[EndpointRecord, ...]
+
+    def url_of(self, module: ModuleID) -> str | None:
+        return next((e.url for e in self.endpoints if e.identifier == module.value), None)
+
+
+def parse_credentials(raw: bytes | Any) -> PeerCredentials:
+    """A Credentials JSON object → PeerCredentials; MalformedBodyError (HTTP 400, 2001) for anything else."""
+    try:
+        data = orjson.loads(raw) if isinstance(raw, bytes | bytearray) else raw
+    except orjson.JSONDecodeError:
+        raise errors.MalformedBodyError("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise errors.MalformedBodyError("Credentials must be a JSON object")
+    token, url, roles = data.get("token"), data.get("url"), data.get("roles")
+    problems = []
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH or not _printable_token(token):
+        problems.append("token must be 1 to 64 printable non-whitespace ASCII characters")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 255:
+        problems.append("url must be the http(s) URL of the versions endpoint")
+    parsed_roles: list[PartyRole] = []
+    details: dict[str, Any] = {}
+    if not isinstance(roles, list) or not roles:
+        problems.append("roles must be a non-empty list of CredentialsRole")
+    else:
+        for entry in roles:
+            try:
+                role = PartyRole.parse(f"{entry['country_code']}:{entry['party_id']}:{entry['role']}")
+            except (KeyError, TypeError, ValueError):
+                problems.append("each role needs role, party_id (3) and country_code (2)")
+                break
+            parsed_roles.append(role)
+            if isinstance(entry.get("business_details"), dict):
+                details[str(role)] = entry["business_details"]
+    if problems:
+        raise errors.MalformedBodyError("invalid Credentials: " + "; ".join(problems))
+    return PeerCredentials(str(token), str(url), tuple(parsed_roles), details)
+
+
+def _printable_token(token: str) -> bool:
+    return all("\x21" <= ch <= "\x7e" for ch in token)
+
+
+def _envelope_data(reply: JsonReply, what: str) -> Any:
+    """The ``data`` of a successful OCPI answer; 3001 when the answer is not one."""
+    body = reply.data
+    if reply.status != 200 or not isinstance(body, dict) or body.get("status_code") != 1000 or "data" not in body:
+        shown = body.get("status_code") if isinstance(body, dict) else reply.content_type or "no JSON"
+        raise errors.ClientApiError(f"{what} did not give an OCPI answer (HTTP {reply.status}, {shown})")
+    return body["data"]
+
+
+async def fetch_peer(outbound: Outbound, versions_url: str, authorization: bytes, timeout: float) -> PeerDetails:
+    """GET the party's versions, pick 2.2.1, GET its details (credentials §7.1.1 step 4)."""
+    async with asyncio.timeout(timeout):
+        versions = _envelope_data(
+            await outbound.call_json("GET", versions_url, authorization, timeout=timeout), "the versions endpoint"
+        )
+        if not isinstance(versions, list):
+            raise errors.ClientApiError("the versions endpoint did not list versions")
+        urls = [v.get("url") for v in versions if isinstance(v, dict) and v.get("version") == VERSION]
+        if not urls or not isinstance(urls[0], str):
+            raise errors.UnsupportedVersionError(f"the party does not offer OCPI {VERSION}")
+        details = _envelope_data(
+            await outbound.call_json("GET", urls[0], authorization, timeout=timeout), "the version details endpoint"
+        )
+    raw_endpoints = details.get("endpoints") if isinstance(details, dict) else None
+    if not isinstance(raw_endpoints, list):
+        raise errors.ClientApiError("the version details have no endpoints")
+    endpoints = tuple(
+        EndpointRecord(str(e["identifier"]), str(e["role"]), str(e["url"]))
+        for e in raw_endpoints
+        if isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ("identifier", "role", "url"))
+    )
+    return PeerDetails(versions_url, VERSION, endpoints)
+
+
+def check_endpoints(roles: tuple[PartyRole, ...], details: PeerDetails) -> None:
+    """3003 when a role lacks an endpoint it needs (credentials §7.1.6)."""
+    published = {(e.identifier, e.role) for e in details.endpoints}
+    published_modules = {e.identifier for e in details.endpoints}
+    for party_role in roles:
+        for module, role in REQUIRED_ENDPOINTS.get(party_role.role, DEFAULT_REQUIRED):
+            present = module.value in published_modules if role is None else (module.value, role.value) in published
+            if not present:
+                needed = module.value if role is None else f"{module.value} {role.value}"
+                raise errors.NoMatchingEndpointsError(f"{party_role} must publish a {needed} endpoint")
+
+
+def _same_roles(declared: frozenset[PartyRole], offered: tuple[PartyRole, ...]) -> None:
+    if declared != frozenset(offered):
+        want = ", ".join(sorted(map(str, declared)))
+        raise errors.InvalidParametersError(f"credentials roles differ from the parties declared for it: {want}")
+
+
+class CredentialsService:
+    """Credentials GET/POST/PUT/DELETE for authenticated callers."""
+
+    def __init__(
+        self, store: PartyStore, outbound: Outbound, identity: HubIdentity, timeout: float, on_change: Callable[[], Any]
+    ) -> None:
+        self.store = store
+        self.outbound = outbound
+        self.identity = identity
+        self.timeout = timeout
+        self.on_change = on_change
+
+    def get(self, caller: Caller) -> dict[str, Any]:
+        return self.identity.credentials(caller.token.decode("ascii"))
+
+    async def register(self, caller: Caller, body: bytes, *, update: bool) -> tuple[PlatformRecord, dict[str, Any]]:
+        """POST (update=False) or PUT (update=True); 405 when the caller's state does not allow it (§7.2)."""
+        if update and not caller.registered:
+            raise errors.MethodNotAllowedError("PUT needs a registered platform; register with POST first")
+        if not update and caller.registered:
+            raise errors.MethodNotAllowedError("already registered: use PUT to update or DELETE to unregister")
+        offered = parse_credentials(body)
+        _same_roles(caller.platform.roles, offered.roles)
+        # Call the party back in the token form it used with us (transport_and_format §4.1.2 NOTE).
+        authorization = authorization_value(offered.token, caller.form is TokenForm.BASE64)
+        details = await fetch_peer(self.outbound, offered.url, authorization, self.timeout)
+        check_endpoints(offered.roles, details)
+        token_c = new_token()
+        try:
+            record = await self.store.apply_credentials(
+                caller.platform.id,
+                caller.digest,
+                registered_before=update,
+                changes={
+                    "versions_url": details.versions_url,
+                    "version": details.version,
+                    "endpoints": details.endpoints,
+                    "token_b": offered.token,
+                    "token_form": caller.form,
+                    "business_details": offered.business_details,
+                },
+                token_c=token_c,
+            )
+        except StaleTokenError as exc:
+            raise errors.UnauthorizedError(str(exc)) from None
+        await self.on_change()
+        return record, self.identity.credentials(token_c)
+
+    async def unregister(self, caller: Caller) -> None:
+        if not caller.registered:
+            raise errors.MethodNotAllowedError("not registered")
+        await self.store.unregister(caller.platform.id)
+        await self.on_change()
+
+
+async def connect(
+    store: PartyStore,
+    outbound: Outbound,
+    identity: HubIdentity,
+    *,
+    versions_url: str,
+    token_a: str,
+    roles: tuple[PartyRole, ...],
+    name: str,
+    timeout: float,
+    hub_ready_timeout: float = 5.0,
+) -> PlatformRecord:
+    """Hub-initiated registration (credentials §7.1.1 with the hub as Sender); nothing is kept if it fails."""
+    record, token_for_party = await store.declare(roles, name)
+    try:
+        await _wait_for_hub(outbound, identity, token_for_party, hub_ready_timeout)
+        their_a = authorization_value(token_a, True)
+        details = await fetch_peer(outbound, versions_url, their_a, timeout)
+        check_endpoints(roles, details)
+        credentials_url = details.url_of(ModuleID.CREDENTIALS)
+        if credentials_url is None:
+            raise errors.NoMatchingEndpointsError("the party publishes no credentials endpoint")
+        reply = await outbound.call_json(
+            "POST", credentials_url, their_a, body=identity.credentials(token_for_party), timeout=timeout
+        )
+        theirs = parse_credentials(_envelope_data(reply, "the credentials POST"))
+        _same_roles(frozenset(roles), theirs.roles)
+        return await store.apply_credentials(
+            record.id,
+            token_digest(token_for_party.encode()),
+            registered_before=False,
+            changes={
+                "versions_url": details.versions_url,
+                "version": details.version,
+                "endpoints": details.endpoints,
+                "token_b": theirs.token,
+                "token_form": TokenForm.BASE64,
+                "business_details": theirs.business_details,
+            },
+            token_c=token_for_party,
+        )
+    except BaseException:
+        await store.discard(record.id)
+        raise
+
+
+async def _wait_for_hub(outbound: Outbound, identity: HubIdentity, token: str, timeout: float) -> None:
+    """The party will call the hub back with ``token`` during our POST: wait until a running hub accepts it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    authorization = authorization_value(token, True)
+    while True:
+        try:
+            reply = await outbound.call_json("GET", identity.versions_url, authorization, timeout=1.0)
+            if reply.status == 200:
+                return
+        except errors.ClientApiError:
+            pass
+        if asyncio.get_running_loop().time() > deadline:
+            raise errors.ServerError(f"no running hub accepted the new platform at {identity.versions_url}")
+        await asyncio.sleep(0.05)

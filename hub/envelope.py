@@ -1,0 +1,79 @@
+"""The only place an OCPI envelope becomes bytes (transport_and_format §4.1.7), and an OcpiError a response.
+
+Owns: the envelope shape (data?, status_code, status_message?, timestamp), the table OcpiError → HTTP status,
+and sending a whole small response over raw ASGI.
+Must not: decide anything about routing; callers raise typed errors and this renders them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+from starlette.types import Send
+
+from routing import errors
+from routing.datetimes import format_datetime
+
+_MISSING: Final = object()
+
+#: HTTP status per error class; the most specific class in the MRO wins. Hub 4xxx errors go with HTTP 200:
+#: the request was authenticated, valid and addressed an existing endpoint, so it reached the OCPI layer and
+#: status_codes §5 forbids an HTTP error status (digest §1.4 GAP, decided here).
+HTTP_STATUS: Final[Mapping[type[errors.OcpiError], int]] = {
+    errors.OcpiError: 500,
+    errors.ClientError: 400,
+    errors.InvalidParametersError: 400,
+    errors.MalformedBodyError: 400,
+    errors.BodyTooLargeError: 413,
+    errors.UnauthorizedError: 401,
+    errors.ForbiddenError: 403,
+    errors.NotFoundError: 404,
+    errors.MethodNotAllowedError: 405,
+    errors.ServerError: 500,
+    errors.ClientApiError: 200,
+    errors.UnsupportedVersionError: 200,
+    errors.NoMatchingEndpointsError: 200,
+    errors.HubError: 200,
+}
+
+JSON_HEADER: Final = (b"content-type", b"application/json")
+
+
+def now_text() -> str:
+    return format_datetime(datetime.now(UTC))
+
+
+def envelope(status_code: int, message: str | None = None, data: Any = _MISSING) -> bytes:
+    """Envelope bytes; ``data`` is left out when not given (the 2.2.1-d2 NOTE advises leaving it unset)."""
+    body: dict[str, Any] = {}
+    if data is not _MISSING:
+        body["data"] = data
+    body["status_code"] = status_code
+    if message is not None:
+        body["status_message"] = message
+    body["timestamp"] = now_text()
+    return orjson.dumps(body)
+
+
+def http_status(error: errors.OcpiError) -> int:
+    for cls in type(error).__mro__:
+        status = HTTP_STATUS.get(cls)
+        if status is not None:
+            return status
+    return 500
+
+
+def render_error(error: errors.OcpiError) -> tuple[int, bytes]:
+    """(HTTP status, envelope bytes) for a typed error."""
+    return http_status(error), envelope(error.ocpi_status, error.message)
+
+
+async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """A complete response in two ASGI messages."""
+    headers.append(JSON_HEADER)
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

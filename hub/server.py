@@ -1,0 +1,92 @@
+"""Running the hub under a real server: uvicorn (uvloop + httptools, the default) or hypercorn (HTTP/2, TLS).
+
+Owns: the embedded-Redis decision for the whole process tree (started once in the parent, so every worker
+shares it), handing the final settings to worker processes through OCPI_HUB_* variables, multiprocess metrics,
+and graceful shutdown (stop accepting, finish in-flight requests and fan-outs within ``drain_time``).
+Must not: contain request logic.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+
+from config.settings import Settings, load_settings, to_environ
+from hub import logs
+from hub.app import HubApp, build_app
+from registry.embedded import EmbeddedRedis
+
+FACTORY = "hub.server:app_from_env"
+
+
+def app_from_env() -> HubApp:
+    """The app of one worker process, from the settings the parent put in its environment."""
+    settings = load_settings(os.environ)
+    logs.configure(settings.log_level)
+    return build_app(settings)
+
+
+def run(settings: Settings) -> None:
+    logs.configure(settings.log_level)
+    embedded = None if settings.redis_url else EmbeddedRedis(settings.data_dir)
+    if embedded is not None:
+        settings = replace(settings, redis_url=embedded.url)
+    metrics_dir = None
+    if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Each worker writes its figures here and /metrics sums them (prometheus-client multiprocess mode).
+        metrics_dir = tempfile.mkdtemp(prefix="ocpi-hub-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ.update(to_environ(settings))
+    os.environ.pop("OCPI_HUB_CONFIG", None)  # the environment now carries the merged result
+    try:
+        if settings.server == "hypercorn":
+            _run_hypercorn(settings)
+        else:
+            _run_uvicorn(settings)
+    finally:
+        if embedded is not None:
+            embedded.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_uvicorn(settings: Settings) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        FACTORY,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=None,
+        access_log=False,  # the hub writes one JSON line per routed request itself
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.drain_time) or None,
+        ssl_certfile=settings.certfile or None,
+        ssl_keyfile=settings.keyfile or None,
+        backlog=2048,
+    )
+
+
+def _run_hypercorn(settings: Settings) -> None:
+    from hypercorn.config import Config
+    from hypercorn.run import run as hypercorn_run
+
+    config = Config()
+    config.application_path = FACTORY + "()"
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.workers = settings.workers
+    config.worker_class = "uvloop"
+    config.graceful_timeout = settings.drain_time
+    config.accesslog = None
+    if settings.certfile:
+        config.certfile = settings.certfile
+        config.keyfile = settings.keyfile
+        config.alpn_protocols = ["h2", "http/1.1"]
+    hypercorn_run(config)

@@ -1,0 +1,49 @@
+"""Background work of a hub process: the only place tasks are started.
+
+Owns: strong references to running tasks, logging their failures, cancelling long-running ones and draining
+bounded ones (broadcast fan-outs) on shutdown. Must not: run request logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class Tasks:
+    """A set of named background tasks with a shutdown that cancels or drains them."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    def running(self, prefix: str) -> list[asyncio.Task[Any]]:
+        return [t for t in self._tasks if t.get_name().startswith(prefix)]
+
+    async def drain(self, prefix: str, timeout: float) -> None:
+        """Wait up to ``timeout`` for the tasks named ``prefix*`` (fan-outs finish rather than being dropped)."""
+        pending = self.running(prefix)
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=timeout)
+            for task in still:
+                task.cancel()
+
+    async def cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,1 @@
+"""The Redis registry: keys, codec, store, snapshot loading and the operator CLI."""

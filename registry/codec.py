@@ -1,0 +1,129 @@
+"""Registry records to JSON and back (never pickle).
+
+Owns: ``PlatformRecord`` and ``ClientInfo`` as stored in Redis, and their (de)serialisation with orjson.
+Must not: talk to Redis or make routing decisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+
+from routing.model import ConnectionStatus, PartyKey, PartyRole, Role, TokenForm
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRecord:
+    """One entry of a party's version details (versions §6.2.2): kept as the party published it."""
+
+    identifier: str
+    role: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformRecord:
+    """A platform that may register, or did: its parties, status, endpoints and tokens."""
+
+    id: str
+    name: str
+    roles: tuple[PartyRole, ...]
+    status: ConnectionStatus
+    registered: bool
+    created: str
+    status_since: str
+    versions_url: str = ""
+    version: str = ""
+    endpoints: tuple[EndpointRecord, ...] = ()
+    #: The token the hub sends to this platform (its token B). Kept in clear: the hub must present it.
+    token_b: str = ""
+    token_form: TokenForm = TokenForm.BASE64
+    #: SHA-256 hex digests of the tokens the hub accepts from it (A before registration, C after).
+    accept_digests: tuple[str, ...] = ()
+    business_details: dict[str, Any] = field(default_factory=dict)
+
+    def with_changes(self, **changes: Any) -> PlatformRecord:
+        return replace(self, **changes)
+
+
+def encode_platform(record: PlatformRecord) -> bytes:
+    return orjson.dumps(
+        {
+            "id": record.id,
+            "name": record.name,
+            "roles": [
+                {"country_code": r.party.country_code, "party_id": r.party.party_id, "role": r.role.value}
+                for r in record.roles
+            ],
+            "status": record.status.value,
+            "registered": record.registered,
+            "created": record.created,
+            "status_since": record.status_since,
+            "versions_url": record.versions_url,
+            "version": record.version,
+            "endpoints": [{"identifier": e.identifier, "role": e.role, "url": e.url} for e in record.endpoints],
+            "token_b": record.token_b,
+            "token_form": record.token_form.value,
+            "accept_digests": list(record.accept_digests),
+            "business_details": record.business_details,
+        }
+    )
+
+
+def decode_platform(raw: bytes | str) -> PlatformRecord:
+    data = orjson.loads(raw)
+    return PlatformRecord(
+        id=data["id"],
+        name=data["name"],
+        roles=tuple(PartyRole(PartyKey(r["country_code"], r["party_id"]), Role(r["role"])) for r in data["roles"]),
+        status=ConnectionStatus(data["status"]),
+        registered=bool(data["registered"]),
+        created=data["created"],
+        status_since=data["status_since"],
+        versions_url=data.get("versions_url", ""),
+        version=data.get("version", ""),
+        endpoints=tuple(EndpointRecord(e["identifier"], e["role"], e["url"]) for e in data.get("endpoints", [])),
+        token_b=data.get("token_b", ""),
+        token_form=TokenForm(data.get("token_form", TokenForm.BASE64.value)),
+        accept_digests=tuple(data.get("accept_digests", [])),
+        business_details=data.get("business_details", {}),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """hubclientinfo §15.4.1: one per party and role."""
+
+    party: PartyKey
+    role: Role
+    status: ConnectionStatus
+    last_updated: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.party}:{self.role.value}"
+
+    def to_wire(self) -> dict[str, str]:
+        return {
+            "party_id": self.party.party_id,
+            "country_code": self.party.country_code,
+            "role": self.role.value,
+            "status": self.status.value,
+            "last_updated": self.last_updated,
+        }
+
+
+def encode_clientinfo(info: ClientInfo) -> bytes:
+    return orjson.dumps(info.to_wire())
+
+
+def decode_clientinfo(raw: bytes | str) -> ClientInfo:
+    data = orjson.loads(raw)
+    return ClientInfo(
+        party=PartyKey(data["country_code"], data["party_id"]),
+        role=Role(data["role"]),
+        status=ConnectionStatus(data["status"]),
+        last_updated=data["last_updated"],
+    )

@@ -1,0 +1,72 @@
+"""Every Redis key and channel the hub uses, spelled in one place, with every TTL named.
+
+All keys share one hash tag (``{prefix}``) so multi-key transactions also work on Redis Cluster.
+Must not: talk to Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+#: Stream entries kept for ClientInfo pushes (a consumer that falls this far behind resyncs from the hash).
+EVENTS_MAXLEN: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryKeys:
+    """Key builder for one registry (one prefix)."""
+
+    prefix: str = "ocpihub:"
+
+    @property
+    def _base(self) -> str:
+        return "{" + self.prefix.rstrip(":") + "}:"
+
+    def platforms(self) -> str:
+        """HASH platform id → platform record (JSON)."""
+        return f"{self._base}platforms"
+
+    def parties(self) -> str:
+        """HASH ``CC:PID`` → platform id: who owns a party (uniqueness, CLI lookups)."""
+        return f"{self._base}parties"
+
+    def tokens(self) -> str:
+        """HASH SHA-256 hex of an accepted token → ``platform_id|A`` or ``platform_id|C``."""
+        return f"{self._base}tokens"
+
+    def version(self) -> str:
+        """INT bumped by every write; snapshots compare it."""
+        return f"{self._base}version"
+
+    def changes(self) -> str:
+        """Pub/sub channel announcing a new version."""
+        return f"{self._base}changes"
+
+    def clientinfo(self) -> str:
+        """HASH ``CC:PID:ROLE`` → ClientInfo JSON (hubclientinfo §15.4.1); entries are never deleted."""
+        return f"{self._base}clientinfo"
+
+    def events(self) -> str:
+        """STREAM of ClientInfo changes still to be pushed."""
+        return f"{self._base}events"
+
+    def events_cursor(self) -> str:
+        """STRING: id of the last stream entry whose pushes are done."""
+        return f"{self._base}events:cursor"
+
+    def relay(self, relay_id: str) -> str:
+        """STRING (with TTL) mapping a hub relay URL to the URL it stands for."""
+        return f"{self._base}relay:{relay_id}"
+
+    def public_url(self) -> str:
+        """STRING: the public URL a running hub recorded (the CLI prints versions URLs from it)."""
+        return f"{self._base}public_url"
+
+    def last_seen(self) -> str:
+        """HASH platform id → epoch seconds of the last request from it (liveness)."""
+        return f"{self._base}lastseen"
+
+    def lease(self) -> str:
+        """STRING (with TTL): the id of the hub process running the scheduler."""
+        return f"{self._base}lease:scheduler"

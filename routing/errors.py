@@ -1,0 +1,103 @@
+"""Typed OCPI failures. Raised anywhere below ``hub/``; only ``hub/envelope.py`` turns them into bytes.
+
+Owns: one exception class per OCPI status code the hub emits itself (status_codes §5). The HTTP status that
+goes with each lives in the envelope table, not here. Must not: build responses or do I/O.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class OcpiError(Exception):
+    """Failure that ends as an OCPI envelope."""
+
+    ocpi_status: ClassVar[int] = 3000
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ClientError(OcpiError):
+    """2000: generic client error."""
+
+    ocpi_status = 2000
+
+
+class InvalidParametersError(OcpiError):
+    """2001: invalid or missing parameters."""
+
+    ocpi_status = 2001
+
+
+class MalformedBodyError(InvalidParametersError):
+    """2001 with HTTP 400: the body is not the JSON the endpoint needs (status_codes §5)."""
+
+
+class BodyTooLargeError(InvalidParametersError):
+    """2001 with HTTP 413: the body exceeds ``max_body_size``."""
+
+
+class UnauthorizedError(ClientError):
+    """HTTP 401: missing or unknown token (transport_and_format §4.1.2)."""
+
+
+class ForbiddenError(ClientError):
+    """HTTP 403: a known platform that may not do this now (suspended)."""
+
+
+class NotFoundError(ClientError):
+    """HTTP 404: no such endpoint or object."""
+
+
+class MethodNotAllowedError(ClientError):
+    """HTTP 405: e.g. credentials POST by a registered platform (credentials §7.2)."""
+
+
+class ServerError(OcpiError):
+    """3000: generic server error (also: registry unavailable)."""
+
+    ocpi_status = 3000
+
+
+class ClientApiError(OcpiError):
+    """3001: unable to use the client's API (its versions or details cannot be fetched)."""
+
+    ocpi_status = 3001
+
+
+class UnsupportedVersionError(OcpiError):
+    """3002: no mutual OCPI version."""
+
+    ocpi_status = 3002
+
+
+class NoMatchingEndpointsError(OcpiError):
+    """3003: the client lacks the endpoints its roles need."""
+
+    ocpi_status = 3003
+
+
+class HubError(OcpiError):
+    """4000: generic hub error."""
+
+    ocpi_status = 4000
+
+
+class UnknownReceiverError(HubError):
+    """4001: the OCPI-to party is not known to the hub."""
+
+    ocpi_status = 4001
+
+
+class ForwardTimeoutError(HubError):
+    """4002: the receiver did not answer within the forwarding timeout."""
+
+    ocpi_status = 4002
+
+
+class ReceiverUnreachableError(HubError):
+    """4003: the receiver is not connected, does not serve the endpoint, or refused the connection."""
+
+    ocpi_status = 4003

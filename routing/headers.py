@@ -1,0 +1,182 @@
+"""OCPI request headers: names as lowercase byte constants, and the one-pass parser of an ASGI header list.
+
+Owns: which headers the hub reads, how their values are validated (printable ASCII, bounded length, CiString
+routing ids upper-cased once) and how ``Authorization: Token ...`` is decoded (transport_and_format §4.1.2).
+Must not: do I/O, look anything up, or decode headers the hub does not read.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from routing.errors import InvalidParametersError, UnauthorizedError
+from routing.model import PartyKey, valid_country_code, valid_party_id
+
+AUTHORIZATION: Final = b"authorization"
+X_REQUEST_ID: Final = b"x-request-id"
+X_CORRELATION_ID: Final = b"x-correlation-id"
+OCPI_TO_COUNTRY_CODE: Final = b"ocpi-to-country-code"
+OCPI_TO_PARTY_ID: Final = b"ocpi-to-party-id"
+OCPI_FROM_COUNTRY_CODE: Final = b"ocpi-from-country-code"
+OCPI_FROM_PARTY_ID: Final = b"ocpi-from-party-id"
+CONTENT_TYPE: Final = b"content-type"
+CONTENT_LENGTH: Final = b"content-length"
+TRANSFER_ENCODING: Final = b"transfer-encoding"
+LINK: Final = b"link"
+LOCATION: Final = b"location"
+X_TOTAL_COUNT: Final = b"x-total-count"
+X_LIMIT: Final = b"x-limit"
+HOST: Final = b"host"
+
+APPLICATION_JSON: Final = b"application/json"
+
+#: Request headers never passed on to a receiver: hop-by-hop ones (RFC 9110 §7.6.1) and the ones the hub
+#: rewrites itself (Authorization, X-Request-ID; transport_and_format §4.2) or the client library sets.
+NOT_FORWARDED: Final = frozenset(
+    {
+        AUTHORIZATION,
+        X_REQUEST_ID,
+        HOST,
+        CONTENT_LENGTH,
+        TRANSFER_ENCODING,
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"expect",
+    }
+)
+
+#: Longest X-Request-ID / X-Correlation-ID accepted (the spec advises UUIDs, 36 characters).
+MAX_ID_LENGTH: Final = 255
+#: Longest Authorization value accepted: "Token " + base64 of a string(64) token, with room to spare.
+MAX_AUTHORIZATION_LENGTH: Final = 512
+
+_TOKEN_SCHEME: Final = b"token "
+
+
+_PRINTABLE_ASCII: Final = bytes(range(0x20, 0x7F))
+
+
+def _printable(value: bytes) -> bool:
+    # OCPI strings are printable; CR, LF, TAB and non-ASCII bytes never belong in these headers (types §16.1).
+    return not value.translate(None, _PRINTABLE_ASCII)
+
+
+def _party(cc: bytes | None, pid: bytes | None, direction: str) -> PartyKey | None:
+    if cc is None and pid is None:
+        return None
+    if cc is None or pid is None:
+        raise InvalidParametersError(f"OCPI-{direction}-country-code and OCPI-{direction}-party-id come in pairs")
+    if not (_printable(cc) and _printable(pid)):
+        raise InvalidParametersError(f"OCPI-{direction}-* headers must be printable ASCII")
+    country_code = cc.decode("ascii").strip().upper()
+    party_id = pid.decode("ascii").strip().upper()
+    if not valid_country_code(country_code) or not valid_party_id(party_id):
+        raise InvalidParametersError(
+            f"OCPI-{direction}-* must be a CiString(2) country code and a CiString(3) party id"
+        )
+    return PartyKey(country_code, party_id)
+
+
+def _request_id(value: bytes | None, name: str) -> bytes | None:
+    if value is None:
+        return None
+    if len(value) > MAX_ID_LENGTH or not _printable(value):
+        raise InvalidParametersError(f"{name} must be printable ASCII of at most {MAX_ID_LENGTH} characters")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHeaders:
+    """What the hub reads from one request's headers."""
+
+    authorization: bytes | None
+    request_id: bytes | None
+    correlation_id: bytes | None
+    to_party: PartyKey | None
+    from_party: PartyKey | None
+    content_length: int | None
+    passthrough: list[tuple[bytes, bytes]]
+
+
+def parse_request_headers(raw: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
+    """One pass over ASGI headers (names already lowercase). Raises InvalidParametersError on bad values."""
+    authorization = request_id = correlation_id = None
+    to_cc = to_pid = from_cc = from_pid = None
+    content_length: int | None = None
+    passthrough: list[tuple[bytes, bytes]] = []
+    for name, value in raw:
+        if name == AUTHORIZATION:
+            authorization = value
+            continue
+        if name == X_REQUEST_ID:
+            request_id = value
+            continue
+        if name == CONTENT_LENGTH:
+            if not value.isdigit():
+                raise InvalidParametersError("Content-Length must be a number")
+            content_length = int(value)
+            continue
+        if name in NOT_FORWARDED:
+            continue
+        if name == X_CORRELATION_ID:
+            correlation_id = value
+        elif name == OCPI_TO_COUNTRY_CODE:
+            to_cc = value
+        elif name == OCPI_TO_PARTY_ID:
+            to_pid = value
+        elif name == OCPI_FROM_COUNTRY_CODE:
+            from_cc = value
+        elif name == OCPI_FROM_PARTY_ID:
+            from_pid = value
+        passthrough.append((name, value))
+    return RequestHeaders(
+        authorization=authorization,
+        request_id=_request_id(request_id, "X-Request-ID"),
+        correlation_id=_request_id(correlation_id, "X-Correlation-ID"),
+        to_party=_party(to_cc, to_pid, "to"),
+        from_party=_party(from_cc, from_pid, "from"),
+        content_length=content_length,
+        passthrough=passthrough,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCandidates:
+    """The two readings of an Authorization value: Base64-decoded (2.2.1) and raw (2.1.1/2.2 peers)."""
+
+    decoded: bytes | None
+    raw: bytes
+
+
+def parse_authorization(value: bytes | None) -> TokenCandidates:
+    """``Token <base64>`` or ``Token <raw>`` → candidates; UnauthorizedError when absent or not of that form."""
+    if value is None:
+        raise UnauthorizedError("missing Authorization header")
+    if len(value) > MAX_AUTHORIZATION_LENGTH or value[:6].lower() != _TOKEN_SCHEME:
+        raise UnauthorizedError("Authorization must be 'Token <credentials token>'")
+    raw = value[6:].strip()
+    if not raw or not _printable(raw):
+        raise UnauthorizedError("Authorization must be 'Token <credentials token>'")
+    try:
+        decoded: bytes | None = binascii.a2b_base64(raw, strict_mode=True)
+    except (binascii.Error, ValueError):
+        decoded = None
+    if decoded is not None and not (decoded and _printable(decoded)):
+        decoded = None
+    return TokenCandidates(decoded=decoded, raw=raw)
+
+
+def authorization_value(token: str, base64_form: bool) -> bytes:
+    """The Authorization value the hub sends with ``token``, in the form that peer uses."""
+    encoded = token.encode("utf-8")
+    if base64_form:
+        encoded = binascii.b2a_base64(encoded, newline=False)
+    return b"Token " + encoded

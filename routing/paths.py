@@ -1,0 +1,59 @@
+"""The hub's own URL layout: where each (module, interface role) lives, and how a receiver URL is built.
+
+Owns: every path the hub serves under ``/ocpi``; matching a request path to (module, interface role, suffix);
+joining a receiver's endpoint URL with that suffix and query (digest §8.12: join with one ``/``, tolerate
+trailing slashes). Each (module, role) gets its own URL so a path is never ambiguous (digest §5.4).
+Must not: do I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from routing.model import FUNCTIONAL_MODULES, InterfaceRole, ModuleID
+
+VERSION: Final = "2.2.1"
+VERSIONS_PATH: Final = "/ocpi/versions"
+DETAILS_PATH: Final = f"/ocpi/{VERSION}"
+CREDENTIALS_PATH: Final = f"/ocpi/{VERSION}/credentials"
+HUBCLIENTINFO_PATH: Final = f"/ocpi/{VERSION}/hubclientinfo"
+RELAY_PREFIX: Final = f"/ocpi/{VERSION}/relay/"
+MODULE_PREFIX: Final = f"/ocpi/{VERSION}/"
+
+_ROLE_SEGMENT: Final = {InterfaceRole.SENDER: "sender", InterfaceRole.RECEIVER: "receiver"}
+
+_ROUTES: Final = {
+    f"{_ROLE_SEGMENT[role]}/{module.value}": (module, role)
+    for module in FUNCTIONAL_MODULES
+    for role in (InterfaceRole.SENDER, InterfaceRole.RECEIVER)
+}
+
+
+def module_path(module: ModuleID, role: InterfaceRole) -> str:
+    """The hub's path for one (module, interface role)."""
+    return f"{MODULE_PREFIX}{_ROLE_SEGMENT[role]}/{module.value}"
+
+
+def match_module(path: str) -> tuple[ModuleID, InterfaceRole, str] | None:
+    """``/ocpi/2.2.1/{sender|receiver}/{module}{suffix}`` → (module, role, suffix without trailing slash)."""
+    if not path.startswith(MODULE_PREFIX):
+        return None
+    rest = path[len(MODULE_PREFIX) :]
+    first = rest.find("/")
+    if first < 0:
+        return None
+    second = rest.find("/", first + 1)
+    key = rest if second < 0 else rest[:second]
+    route = _ROUTES.get(key)
+    if route is None:
+        return None
+    suffix = "" if second < 0 else rest[second:].rstrip("/")
+    return route[0], route[1], suffix
+
+
+def join_url(endpoint: str, suffix: str, query: bytes) -> str:
+    """The receiver URL: its endpoint as published when there is no suffix, else joined with exactly one ``/``."""
+    url = endpoint if not suffix else endpoint.rstrip("/") + suffix
+    if query:
+        return f"{url}?{query.decode('latin-1')}"
+    return url

@@ -1,0 +1,196 @@
+"""The routing snapshot: an immutable view of the registry that every request is decided against.
+
+Owns: authenticating a token digest to a platform, checking the sender's identity, resolving the receiver
+and its endpoint for (module, interface role), and choosing broadcast recipients (transport_and_format
+§4.1.8). Every decision is a value or a typed ``OcpiError``.
+Must not: do I/O, read clocks, or change after it is built (a refresh builds a new table and swaps it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from routing.errors import (
+    ForbiddenError,
+    InvalidParametersError,
+    ReceiverUnreachableError,
+    UnauthorizedError,
+    UnknownReceiverError,
+)
+from routing.headers import TokenCandidates
+from routing.model import ConnectionStatus, InterfaceRole, ModuleID, PartyKey, PartyRole, Role, TokenForm
+
+#: Modules whose data is meant for every other party and so may be broadcast (§4.1.8.3: tokens, locations,
+#: tariffs yes; sessions and CDRs are party-specific and possibly personal data; commands and charging
+#: profiles address one party by nature).
+BROADCAST_MODULES: Final = frozenset({ModuleID.LOCATIONS, ModuleID.TARIFFS, ModuleID.TOKENS})
+#: Broadcast is push only: GET SHALL NOT be broadcast (§4.1.8.3).
+BROADCAST_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+#: "Opposite role" of §4.1.8.3: CPO → eMSP, NSP and OTHER (eMSP-like); eMSP → CPO; OTHER → CPO.
+BROADCAST_AUDIENCE: Final[Mapping[Role, frozenset[Role]]] = {
+    Role.CPO: frozenset({Role.EMSP, Role.NSP, Role.OTHER}),
+    Role.EMSP: frozenset({Role.CPO}),
+    Role.OTHER: frozenset({Role.CPO}),
+}
+
+
+def token_digest(token: bytes) -> bytes:
+    """SHA-256 of a credentials token: the only form in which the hub keeps tokens it accepts."""
+    return hashlib.sha256(token).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    """One registered (or declared) platform as the hot path needs it."""
+
+    id: str
+    name: str
+    roles: frozenset[PartyRole]
+    status: ConnectionStatus
+    endpoints: Mapping[tuple[ModuleID, InterfaceRole], str]
+    auth_header: bytes
+    versions_url: str
+    registered: bool
+    parties: frozenset[PartyKey] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parties", frozenset(r.party for r in self.roles))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    """What a token digest opens: a platform, before (token A) or after (token C) registration."""
+
+    platform_id: str
+    digest: bytes
+    registered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated request's platform, and the token form it used (remembered for calls back to it)."""
+
+    platform: Platform
+    registered: bool
+    form: TokenForm
+    digest: bytes
+    token: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Direct:
+    """Forward to one receiver's endpoint."""
+
+    receiver: Platform
+    endpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One copy of a broadcast: the party it is addressed to and the endpoint it goes to."""
+
+    platform: Platform
+    party: PartyKey
+    endpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Fan a push out to every relevant connected party (§4.1.8.3)."""
+
+    recipients: tuple[Recipient, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    """An immutable snapshot of the registry."""
+
+    version: int
+    hub: PartyKey
+    platforms: Mapping[str, Platform]
+    tokens: Mapping[bytes, TokenGrant]
+    parties: Mapping[PartyKey, Platform] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parties", {party: p for p in self.platforms.values() for party in p.parties})
+
+    @classmethod
+    def empty(cls, hub: PartyKey) -> RoutingTable:
+        return cls(version=0, hub=hub, platforms={}, tokens={})
+
+    def authenticate(self, candidates: TokenCandidates) -> Caller:
+        """The caller behind a token; UnauthorizedError (HTTP 401) when it is unknown (§4.1.2)."""
+        for token, form in ((candidates.decoded, TokenForm.BASE64), (candidates.raw, TokenForm.RAW)):
+            if token is None:
+                continue
+            digest = token_digest(token)
+            grant = self.tokens.get(digest)
+            # The dict lookup compares digests, not tokens; compare_digest keeps the final check constant-time.
+            if grant is not None and hmac.compare_digest(grant.digest, digest):
+                platform = self.platforms.get(grant.platform_id)
+                if platform is not None:
+                    return Caller(platform, grant.registered, form, digest, token)
+        raise UnauthorizedError("unknown credentials token")
+
+    def check_sender(self, caller: Caller, from_party: PartyKey | None) -> PartyKey:
+        """The OCPI-from party, which must belong to the caller's platform (digest §2.9: no impersonation)."""
+        if not caller.registered:
+            # Token A opens only credentials and versions (§4.1.2).
+            raise UnauthorizedError("credentials token A is valid for credentials and versions only")
+        if caller.platform.status is ConnectionStatus.SUSPENDED:
+            raise ForbiddenError("this platform is suspended at the hub")
+        if from_party is None:
+            raise InvalidParametersError("OCPI-from-country-code and OCPI-from-party-id are required")
+        if from_party not in caller.platform.parties:
+            raise InvalidParametersError(f"OCPI-from party {from_party} does not belong to this token's platform")
+        return from_party
+
+    def resolve(self, to_party: PartyKey | None, module: ModuleID, role: InterfaceRole) -> Direct:
+        """The receiver of a direct request, or the 4xxx error the hub answers without forwarding."""
+        if to_party is None:
+            raise InvalidParametersError("OCPI-to-country-code and OCPI-to-party-id are required")
+        receiver = self.parties.get(to_party)
+        if receiver is None:
+            raise UnknownReceiverError(f"unknown receiver {to_party}")
+        if receiver.status is not ConnectionStatus.CONNECTED:
+            raise ReceiverUnreachableError(f"receiver {to_party} is {receiver.status.value}")
+        endpoint = receiver.endpoints.get((module, role))
+        if endpoint is None:
+            raise ReceiverUnreachableError(f"receiver {to_party} has no {module.value} {role.value} endpoint")
+        return Direct(receiver, endpoint)
+
+    def broadcast(
+        self, caller: Caller, sender: PartyKey, module: ModuleID, role: InterfaceRole, method: str
+    ) -> Broadcast:
+        """Recipients of a push addressed to the hub itself (§4.1.8.3); 2001 when it may not be broadcast."""
+        if method not in BROADCAST_METHODS:
+            raise InvalidParametersError(
+                f"{method} addressed to the hub: the hub does not serve {module.value} itself (GET All via Hub)"
+                if method == "GET"
+                else f"{method} cannot be broadcast; only POST, PUT and PATCH can"
+            )
+        if module not in BROADCAST_MODULES:
+            raise InvalidParametersError(f"{module.value} cannot be broadcast (party-specific data)")
+        audience: set[Role] = set()
+        for party_role in caller.platform.roles:
+            if party_role.party == sender:
+                audience |= BROADCAST_AUDIENCE.get(party_role.role, frozenset())
+        if not audience:
+            raise InvalidParametersError(f"the roles of {sender} have no broadcast audience")
+        recipients: list[Recipient] = []
+        for platform in self.platforms.values():
+            if platform.id == caller.platform.id or platform.status is not ConnectionStatus.CONNECTED:
+                continue
+            endpoint = platform.endpoints.get((module, role))
+            if endpoint is None:
+                continue
+            seen: set[PartyKey] = set()
+            for party_role in sorted(platform.roles, key=str):
+                if party_role.role in audience and party_role.party not in seen:
+                    seen.add(party_role.party)
+                    recipients.append(Recipient(platform, party_role.party, endpoint))
+        return Broadcast(tuple(recipients))
