@@ -1,0 +1,100 @@
+"""Shared fixtures: a private redis-server for the session, a key prefix per test, in-process hubs on loopback."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from hub.app import build_app
+from registry.keys import RegistryKeys
+from registry.store import PartyStore
+from tests.support.hubs import RunningHub
+from tests.support.redis_server import running_redis
+from tests.support.servers import bound_socket, serve
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("OCPI_HUB_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    with running_redis() as started:
+        yield started
+
+
+@pytest.fixture
+def keys() -> RegistryKeys:
+    return RegistryKeys(prefix=f"test:{uuid.uuid4().hex}:")
+
+
+@pytest.fixture
+async def redis(redis_url: str, keys: RegistryKeys) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    # Delete only this test's keys (its own hash tag); never FLUSHALL.
+    async for key in client.scan_iter(match="{" + keys.prefix.rstrip(":") + "}:*"):
+        await client.delete(key)
+    await client.aclose()
+
+
+@pytest.fixture
+async def store(redis: Redis, keys: RegistryKeys) -> PartyStore:
+    return PartyStore(redis, keys)
+
+
+HubFactory = Callable[..., AbstractAsyncContextManager[RunningHub]]
+
+
+@pytest.fixture
+def test_settings(redis_url: str, keys: RegistryKeys) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        base = Settings(
+            redis_url=redis_url,
+            key_prefix=keys.prefix,
+            forward_timeout=5.0,
+            snapshot_poll_interval=0.1,
+            lease_ttl=2.0,
+            liveness_interval=300.0,
+            drain_time=5.0,
+        )
+        return dataclasses.replace(base, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def hub_factory(test_settings: Callable[..., Settings]) -> HubFactory:
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[RunningHub]:
+        sock = bound_socket()
+        port = sock.getsockname()[1]
+        settings = test_settings(port=port, public_url=f"http://127.0.0.1:{port}", **overrides)
+        metrics = CollectorRegistry()
+        app = build_app(settings, metrics)
+        async with serve(app, sock):
+            yield RunningHub(app, settings, metrics)
+
+    return start
+
+
+@pytest.fixture
+async def hub(hub_factory: HubFactory) -> AsyncIterator[RunningHub]:
+    async with hub_factory() as running:
+        yield running
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30) as c:
+        yield c

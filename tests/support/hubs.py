@@ -1,0 +1,61 @@
+"""Helpers for tests that run hubs and fake parties."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from config.settings import Settings
+from hub.app import HubApp
+from registry.store import PartyStore
+from routing.model import PartyRole
+from tests.support.fake_party import FakeParty, wait_until
+
+
+@dataclass
+class RunningHub:
+    app: HubApp
+    settings: Settings
+    metrics: CollectorRegistry
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    @property
+    def versions_url(self) -> str:
+        return self.base_url + "/ocpi/versions"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    async def synced(self, store: PartyStore) -> None:
+        """Wait (bounded) until this hub's routing snapshot has every registry change made so far."""
+        version = await store.version()
+        runtime = self.app.runtime
+        assert runtime is not None
+        await wait_until(lambda: runtime.holder.table.version >= version, 2.0, "the hub's snapshot")
+
+
+async def connect_party(store: PartyStore, hub: RunningHub, party: FakeParty) -> str:
+    """Declare the party's platform (as `registry add` does) and let it register; returns the platform id."""
+    record, token_a = await store.declare(
+        [PartyRole.parse(f"{cc}:{pid}:{role}") for cc, pid, role in party.roles], party.name
+    )
+    await hub.synced(store)
+    reply = await party.register(hub.versions_url, token_a)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["status_code"] == 1000, reply.text
+    return record.id
+
+
+@asynccontextmanager
+async def parties(*specs: FakeParty) -> AsyncIterator[tuple[FakeParty, ...]]:
+    """Run several fake parties at once."""
+    async with AsyncExitStack() as stack:
+        for spec in specs:
+            await stack.enter_async_context(spec.running())
+        yield specs

@@ -1,0 +1,52 @@
+"""Real HTTP servers on loopback inside the test's event loop: uvicorn on a socket bound to port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Literal
+
+import uvicorn
+from starlette.types import ASGIApp
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@asynccontextmanager
+async def serve(
+    app: ASGIApp, sock: socket.socket | None = None, lifespan: Literal["on", "off"] = "on"
+) -> AsyncIterator[int]:
+    """Serve ``app`` until the block ends; yields the port."""
+    sock = sock or bound_socket()
+    port: int = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        lifespan=lifespan,
+        log_config=None,
+        access_log=False,
+        loop="asyncio",
+        http="httptools",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:  # uvicorn offers no start event
+                if task.done():
+                    task.result()
+                    raise RuntimeError("server stopped during start-up")
+                await asyncio.sleep(0.01)
+        yield port
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(15):
+            await task
+        sock.close()
