@@ -24,8 +24,10 @@ ENV_PREFIX: Final = "OCPI_HUB_"
 #: OCPI modules whose forwarding timeout may be overridden (OCPI 2.2.1 §6.2.4 ModuleID, functional ones).
 TIMEOUT_MODULES: Final = ("cdrs", "chargingprofiles", "commands", "locations", "sessions", "tariffs", "tokens")
 
-_CC = re.compile(r"^[A-Za-z]{2}$")
-_PID = re.compile(r"^[A-Za-z0-9]{3}$")
+_CC = re.compile(r"[A-Za-z]{2}")
+_PID = re.compile(r"[A-Za-z0-9]{3}")
+#: Forwarding timeouts that apply unless a module's is set: real-time authorization answers fast (mod_tokens §12.1.3).
+DEFAULT_FORWARD_TIMEOUTS: Final = {"tokens": 5.0}
 
 
 class ConfigError(Exception):
@@ -66,7 +68,7 @@ class Settings:
         default=10.0, metadata=_help("Seconds to wait for a receiver before answering 4002.")
     )
     forward_timeouts: Mapping[str, float] = field(
-        default_factory=lambda: {"tokens": 5.0},
+        default_factory=lambda: dict(DEFAULT_FORWARD_TIMEOUTS),
         metadata=_help("Per-module overrides of forward_timeout, e.g. tokens=3,commands=8 (real-time authorization)."),
     )
     connect_timeout: float = field(default=3.0, metadata=_help("Seconds to open a connection to a receiver."))
@@ -220,9 +222,9 @@ def _check(values: dict[str, Any], problems: list[str]) -> None:
     if isinstance(drain, float) and drain < 0:
         problems.append("drain_time: must not be negative")
     cc, pid = values.get("country_code"), values.get("party_id")
-    if isinstance(cc, str) and not _CC.match(cc):
+    if isinstance(cc, str) and not _CC.fullmatch(cc):
         problems.append("country_code: must be two letters (OCPI CiString(2))")
-    if isinstance(pid, str) and not _PID.match(pid):
+    if isinstance(pid, str) and not _PID.fullmatch(pid):
         problems.append("party_id: must be three letters or digits (OCPI CiString(3))")
     url = values.get("redis_url")
     if isinstance(url, str) and url and not url.startswith(("redis://", "rediss://", "unix://")):
@@ -274,6 +276,9 @@ def load_settings(
     _check(values, problems)
     if problems:
         raise ConfigError(problems)
+    if "forward_timeouts" in values:
+        # A module named in env or file overrides that module only; the other defaults stay.
+        values["forward_timeouts"] = {**DEFAULT_FORWARD_TIMEOUTS, **values["forward_timeouts"]}
     if "country_code" in values:
         values["country_code"] = values["country_code"].upper()
     if "party_id" in values:
