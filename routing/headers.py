@@ -127,6 +127,8 @@ def parse_request_headers(raw: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
         if name in NOT_FORWARDED:
             continue
         if name == X_CORRELATION_ID:
+            if not value:
+                continue  # an empty one counts as missing: the hub creates one and forwards that
             correlation_id = value
         elif name == OCPI_TO_COUNTRY_CODE:
             to_cc = value
