@@ -42,8 +42,14 @@ class Tasks:
             for task in still:
                 task.cancel()
 
-    async def cancel_all(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def cancel_all(self, timeout: float = 5.0) -> None:
+        """Cancel everything; bounded, because a library that swallows one cancellation must not hang shutdown."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = set(self._tasks)
+        while pending and loop.time() < deadline:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.2)
+        for task in pending:
+            log.error("background task %s did not stop within %.1f s", task.get_name(), timeout)
