@@ -82,7 +82,7 @@ def hub_factory(test_settings: Callable[..., Settings]) -> HubFactory:
         settings = test_settings(port=port, public_url=f"http://127.0.0.1:{port}", **overrides)
         metrics = CollectorRegistry()
         app = build_app(settings, metrics)
-        async with serve(app, sock):
+        async with serve(app, sock, ocpi_parser=True):
             yield RunningHub(app, settings, metrics)
 
     return start

@@ -11,6 +11,8 @@ from typing import Literal
 import uvicorn
 from starlette.types import ASGIApp
 
+from hub.protocol import OcpiHttpToolsProtocol
+
 
 def bound_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -21,7 +23,7 @@ def bound_socket() -> socket.socket:
 
 @asynccontextmanager
 async def serve(
-    app: ASGIApp, sock: socket.socket | None = None, lifespan: Literal["on", "off"] = "on"
+    app: ASGIApp, sock: socket.socket | None = None, lifespan: Literal["on", "off"] = "on", ocpi_parser: bool = False
 ) -> AsyncIterator[int]:
     """Serve ``app`` until the block ends; yields the port."""
     sock = sock or bound_socket()
@@ -32,7 +34,7 @@ async def serve(
         log_config=None,
         access_log=False,
         loop="asyncio",
-        http="httptools",
+        http=OcpiHttpToolsProtocol if ocpi_parser else "httptools",
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
