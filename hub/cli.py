@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 import click
 import orjson
@@ -27,8 +28,25 @@ from routing.model import PartyKey
 
 @click.group()
 @click.version_option(package_name="ocpi-hub")
-def main() -> None:
+def cli() -> None:
     """ocpi-hub: an OCPI 2.2.1 roaming hub."""
+
+
+def main() -> None:
+    """Console entry point: a usage error is one line on stderr and exit status 2 (operator-interface.md)."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.UsageError as exc:
+        fail_usage(exc.format_message())
+    except click.ClickException as exc:
+        fail(exc.format_message())
+    except click.Abort:
+        sys.exit(1)
+
+
+def fail_usage(message: str) -> NoReturn:
+    click.echo(f"ocpi-hub: {' '.join(message.split())} (see --help)", err=True)
+    sys.exit(2)
 
 
 def _serve_options(func: Any) -> Any:
@@ -41,7 +59,7 @@ def _serve_options(func: Any) -> Any:
     return click.option("--config", "config_file", default=None, help="TOML file with the same keys.")(func)
 
 
-@main.command()
+@cli.command()
 @_serve_options
 def serve(config_file: str | None, **flags: Any) -> None:
     """Run the hub (with no Redis URL, on an embedded Redis under --data-dir)."""
@@ -104,4 +122,4 @@ def connect_command(
         click.echo(f"{info['id']} {info['status']} ({', '.join(info['parties'])})")
 
 
-main.add_command(registry)
+cli.add_command(registry)

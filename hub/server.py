@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from dataclasses import replace
+from types import FrameType
 
 from config.settings import Settings, load_settings, to_environ
 from hub import logs
 from hub.app import HubApp, build_app
+from hub.protocol import OcpiHttpToolsProtocol
 from registry.embedded import EmbeddedRedis
 
 FACTORY = "hub.server:app_from_env"
@@ -40,6 +43,10 @@ def run(settings: Settings) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ.update(to_environ(settings))
     os.environ.pop("OCPI_HUB_CONFIG", None)  # the environment now carries the merged result
+    # uvicorn restores the previous SIGTERM handler after its graceful shutdown and raises the signal again;
+    # with the default handler that kills the process before the embedded Redis is stopped. A handler of our
+    # own makes that second delivery harmless, so shutdown ends in the finally below with exit status 0.
+    signal.signal(signal.SIGTERM, _stopped)
     try:
         if settings.server == "hypercorn":
             _run_hypercorn(settings)
@@ -52,6 +59,10 @@ def run(settings: Settings) -> None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def _stopped(_signum: int, _frame: FrameType | None) -> None:
+    """Second delivery of SIGTERM after uvicorn's own graceful shutdown: nothing left to do."""
+
+
 def _run_uvicorn(settings: Settings) -> None:
     import uvicorn
 
@@ -62,7 +73,7 @@ def _run_uvicorn(settings: Settings) -> None:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=OcpiHttpToolsProtocol,
         lifespan="on",
         log_config=None,
         access_log=False,  # the hub writes one JSON line per routed request itself
