@@ -211,7 +211,7 @@ class FakeParty:
             self.hub_token = reply.json()["data"]["token"]
         return reply
 
-    def headers_to(self, to: tuple[str, str], sender: int = 0, **extra: str) -> dict[str, str]:
+    def headers_to(self, to: tuple[str, str], *, sender: int = 0, **extra: str) -> dict[str, str]:
         cc, pid = self.party(sender)
         headers = {
             "Authorization": token_header(self.hub_token, not self.raw_tokens),

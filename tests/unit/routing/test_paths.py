@@ -1,0 +1,118 @@
+"""routing/paths.py: matching the hub's module URLs and joining receiver URLs."""
+
+from __future__ import annotations
+
+import pytest
+
+from routing.model import FUNCTIONAL_MODULES, InterfaceRole, ModuleID
+from routing.paths import MODULE_PREFIX, join_url, match_module, module_path
+
+ROLES = (InterfaceRole.SENDER, InterfaceRole.RECEIVER)
+SEGMENT = {InterfaceRole.SENDER: "sender", InterfaceRole.RECEIVER: "receiver"}
+
+
+def test_functional_modules_are_the_seven_routed_ones() -> None:
+    assert set(FUNCTIONAL_MODULES) == {
+        ModuleID.CDRS,
+        ModuleID.CHARGINGPROFILES,
+        ModuleID.COMMANDS,
+        ModuleID.LOCATIONS,
+        ModuleID.SESSIONS,
+        ModuleID.TARIFFS,
+        ModuleID.TOKENS,
+    }
+
+
+@pytest.mark.parametrize("module", FUNCTIONAL_MODULES)
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("trailing", ["", "/", "//"])
+def test_match_module_without_suffix(module: ModuleID, role: InterfaceRole, trailing: str) -> None:
+    path = f"/ocpi/2.2.1/{SEGMENT[role]}/{module.value}{trailing}"
+    assert match_module(path) == (module, role, "")
+
+
+@pytest.mark.parametrize("module", FUNCTIONAL_MODULES)
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(
+    ("tail", "suffix"),
+    [
+        ("/NL/ABC/LOC1", "/NL/ABC/LOC1"),
+        ("/NL/ABC/LOC1/", "/NL/ABC/LOC1"),
+        ("/NL/ABC/LOC1/EVSE1/CON1", "/NL/ABC/LOC1/EVSE1/CON1"),
+        ("/START_SESSION", "/START_SESSION"),
+        ("/START_SESSION/", "/START_SESSION"),
+        ("/012345678/authorize", "/012345678/authorize"),
+    ],
+)
+def test_match_module_with_suffix(module: ModuleID, role: InterfaceRole, tail: str, suffix: str) -> None:
+    assert match_module(f"/ocpi/2.2.1/{SEGMENT[role]}/{module.value}{tail}") == (module, role, suffix)
+
+
+@pytest.mark.parametrize("module", FUNCTIONAL_MODULES)
+@pytest.mark.parametrize("role", ROLES)
+def test_module_path_is_matched_back(module: ModuleID, role: InterfaceRole) -> None:
+    path = module_path(module, role)
+    assert path.startswith(MODULE_PREFIX)
+    assert match_module(path) == (module, role, "")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ocpi/2.2.1/receiver/credentials",
+        "/ocpi/2.2.1/sender/credentials",
+        "/ocpi/2.2.1/receiver/hubclientinfo",
+        "/ocpi/2.2.1/sender/foo",
+        "/ocpi/2.2.1/sender/foo/NL/ABC",
+        "/ocpi/2.2.1/sender",
+        "/ocpi/2.2.1/sender/",
+        "/ocpi/2.2.1/receiver/locationsX",
+        "/ocpi/2.2.1/receiver/Locations",
+        "/ocpi/2.2.1/RECEIVER/locations",
+        "/ocpi/2.2.1/cpo/locations",
+        "/ocpi/2.2.1/locations",
+        "/ocpi/2.2.1/credentials",
+        "/ocpi/2.2.1/relay/abc",
+        "/ocpi/2.2.1/",
+        "/ocpi/2.2.1",
+        "/ocpi/2.2/receiver/locations",
+        "/ocpi/2.1.1/receiver/locations",
+        "/ocpi/versions",
+        "/receiver/locations",
+        "/",
+        "",
+    ],
+)
+def test_match_module_refuses_other_paths(path: str) -> None:
+    assert match_module(path) is None
+
+
+ENDPOINTS = ["https://cpo.example.com/ocpi/2.2.1/locations", "https://cpo.example.com/ocpi/2.2.1/locations/"]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_join_url_without_suffix_keeps_the_endpoint_exactly(endpoint: str) -> None:
+    assert join_url(endpoint, "", b"") == endpoint
+
+
+@pytest.mark.parametrize("endpoint", [*ENDPOINTS, "https://cpo.example.com/ocpi/2.2.1/locations//"])
+def test_join_url_with_suffix_uses_exactly_one_slash(endpoint: str) -> None:
+    assert join_url(endpoint, "/NL/ABC/LOC1", b"") == "https://cpo.example.com/ocpi/2.2.1/locations/NL/ABC/LOC1"
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_join_url_appends_the_query(endpoint: str) -> None:
+    assert (
+        join_url(endpoint, "/NL/ABC", b"offset=0&limit=10")
+        == "https://cpo.example.com/ocpi/2.2.1/locations/NL/ABC?offset=0&limit=10"
+    )
+    assert join_url(endpoint, "", b"date_from=2019-01-01T00:00:00Z") == f"{endpoint}?date_from=2019-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_match_then_join_gives_the_receiver_url(endpoint: str) -> None:
+    matched = match_module("/ocpi/2.2.1/receiver/commands/START_SESSION/")
+    assert matched is not None
+    _, _, suffix = matched
+    commands = endpoint.replace("locations", "commands")
+    assert join_url(commands, suffix, b"") == "https://cpo.example.com/ocpi/2.2.1/commands/START_SESSION"
