@@ -63,7 +63,8 @@ class ClientInfoService:
             and (date_to is None or parse_datetime(info.last_updated) < date_to)
         ]
         chunk = infos[offset : offset + limit]
-        headers = {"X-Total-Count": str(len(infos)), "X-Limit": str(MAX_LIMIT)}
+        # X-Limit: the most this server returns for this query, shown even on a short page (§4.1.4.1).
+        headers = {"X-Total-Count": str(len(infos)), "X-Limit": str(limit)}
         if offset + limit < len(infos) and limit > 0:
             params = {k: v for k, v in query.items() if k not in ("offset", "limit")}
             params |= {"offset": str(offset + limit), "limit": str(limit)}

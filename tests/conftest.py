@@ -6,7 +6,7 @@ import dataclasses
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -18,7 +18,7 @@ from config.settings import Settings
 from hub.app import build_app
 from registry.keys import RegistryKeys
 from registry.store import PartyStore
-from tests.support.hubs import RunningHub
+from tests.support.hubs import HubFactory, RunningHub
 from tests.support.redis_server import running_redis
 from tests.support.servers import bound_socket, serve
 
@@ -51,9 +51,6 @@ async def redis(redis_url: str, keys: RegistryKeys) -> AsyncIterator[Redis]:
 @pytest.fixture
 async def store(redis: Redis, keys: RegistryKeys) -> PartyStore:
     return PartyStore(redis, keys)
-
-
-HubFactory = Callable[..., AbstractAsyncContextManager[RunningHub]]
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -50,6 +50,9 @@ async def connect_party(store: PartyStore, hub: RunningHub, party: FakeParty) ->
     assert reply.status_code == 200, reply.text
     assert reply.json()["status_code"] == 1000, reply.text
     return record.id
+
+
+HubFactory = Callable[..., AbstractAsyncContextManager[RunningHub]]
 
 
 @asynccontextmanager
