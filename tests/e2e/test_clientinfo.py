@@ -1,0 +1,194 @@
+"""Hub Client Info (mod_hub_client_info §15) and liveness through the real hub, one process and two."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from registry.keys import RegistryKeys
+from registry.store import PartyStore
+from routing.model import PartyKey, PartyRole
+from tests.support.fake_party import FakeParty, token_header, wait_until
+from tests.support.hubs import HubFactory, RunningHub, connect_party
+from tests.support.processes import hub_env, hub_process, run_ocpi_hub
+from tests.support.redis_server import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def statuses(observer: FakeParty, key: str) -> list[str]:
+    """Every status pushed to ``observer`` about ``key`` (CC:PID:ROLE), in order."""
+    return [
+        f"{i['status']}"
+        for i in observer.clientinfo_pushes
+        if f"{i['country_code']}:{i['party_id']}:{i['role']}" == key
+    ]
+
+
+async def listed(client: httpx.AsyncClient, hub: RunningHub, token: str, query: str = "") -> httpx.Response:
+    return await client.get(
+        hub.url(f"/ocpi/2.2.1/hubclientinfo{query}"), headers={"Authorization": token_header(token)}
+    )
+
+
+@pytest.fixture
+async def observer(hub: RunningHub, store: PartyStore) -> AsyncIterator[FakeParty]:
+    async with FakeParty([("BE", "OBS", "EMSP")], name="observer").running() as party:
+        await connect_party(store, hub, party)
+        yield party
+
+
+async def test_every_transition_is_pushed_and_listed(
+    hub: RunningHub, store: PartyStore, observer: FakeParty, client: httpx.AsyncClient
+) -> None:
+    key = "NL:CPO:CPO"
+
+    async def expect(status: str, count: int) -> None:
+        await wait_until(
+            lambda: statuses(observer, key)[-1:] == [status] and len(statuses(observer, key)) == count,
+            5,
+            f"{status} pushed",
+        )
+        page = (await listed(client, hub, observer.hub_token)).json()["data"]
+        entry = next(i for i in page if i["party_id"] == "CPO")
+        assert entry["status"] == status
+        assert entry["role"] == "CPO"
+        assert entry["last_updated"].endswith("Z")
+
+    record, token_a = await store.declare([PartyRole.parse("NL:CPO:CPO")], "cpo")
+    await expect("PLANNED", 1)
+    async with FakeParty([("NL", "CPO", "CPO")], name="cpo").running() as cpo:
+        await hub.synced(store)
+        assert (await cpo.register(hub.versions_url, token_a)).json()["status_code"] == 1000
+        await expect("CONNECTED", 2)
+        # The newcomer got the current list pushed: the observer's own entry.
+        await wait_until(lambda: "BE:OBS:EMSP" in cpo.clientinfo, 5, "welcome push")
+        assert cpo.clientinfo["BE:OBS:EMSP"]["status"] == "CONNECTED"
+        assert "NL:CPO:CPO" not in cpo.clientinfo  # nobody is told about itself
+        await store.suspend(record.id)
+        await expect("SUSPENDED", 3)
+        await store.resume(record.id)
+        await expect("CONNECTED", 4)
+        await store.remove(record.id)
+        await expect("SUSPENDED", 5)  # objects are never deleted: SUSPENDED (§15.2.1)
+    assert statuses(observer, key) == ["PLANNED", "CONNECTED", "SUSPENDED", "CONNECTED", "SUSPENDED"]
+
+
+async def test_list_pagination_and_filters(
+    hub: RunningHub, store: PartyStore, observer: FakeParty, client: httpx.AsyncClient
+) -> None:
+    for i in range(5):
+        await store.declare([PartyRole.parse(f"NL:P{i:02d}:CPO")], f"p{i}")
+    everything = (await listed(client, hub, observer.hub_token)).json()["data"]
+    assert len(everything) == 6
+    first = await listed(client, hub, observer.hub_token, "?limit=2")
+    assert first.headers["x-total-count"] == "6"
+    assert first.headers["x-limit"] == "2"
+    assert len(first.json()["data"]) == 2
+    collected, response = [], first
+    while True:
+        collected += response.json()["data"]
+        link = response.headers.get("link")
+        if link is None:
+            break
+        assert link.endswith('>; rel="next"')
+        response = await client.get(
+            link[1 : link.index(">")], headers={"Authorization": token_header(observer.hub_token)}
+        )
+    assert collected == everything
+    # date_from inclusive, date_to exclusive (transport_and_format §4.1.4.1).
+    pivot = everything[3]["last_updated"]
+    later = (await listed(client, hub, observer.hub_token, f"?date_from={pivot}")).json()["data"]
+    earlier = (await listed(client, hub, observer.hub_token, f"?date_to={pivot}")).json()["data"]
+    assert all(i["last_updated"] >= pivot for i in later)
+    assert all(i["last_updated"] < pivot for i in earlier)
+    assert len(later) + len(earlier) == 6
+    bad = await listed(client, hub, observer.hub_token, "?offset=x")
+    assert bad.status_code == 400
+    assert bad.json()["status_code"] == 2001
+
+
+async def test_liveness_offline_and_back(hub_factory: HubFactory, store: PartyStore, client: httpx.AsyncClient) -> None:
+    async with (
+        hub_factory(liveness_interval=0.5, lease_ttl=1.0) as running,
+        FakeParty([("BE", "OBS", "EMSP")], name="observer").running() as observer,
+        FakeParty([("NL", "CPO", "CPO")], name="cpo").running() as cpo,
+    ):
+        await connect_party(store, running, observer)
+        await connect_party(store, running, cpo)
+        cpo.offline = True  # its versions endpoint fails: the still-alive check will too (§15.2.3)
+        await wait_until(lambda: statuses(observer, "NL:CPO:CPO")[-1:] == ["OFFLINE"], 5, "OFFLINE push")
+        await running.synced(store)
+        started = time.monotonic()
+        routed = await client.get(
+            running.url("/ocpi/2.2.1/sender/locations"), headers=observer.headers_to(("NL", "CPO"))
+        )
+        assert routed.json()["status_code"] == 4003
+        assert time.monotonic() - started < 0.5
+        assert not cpo.received
+        cpo.offline = False
+        await wait_until(lambda: statuses(observer, "NL:CPO:CPO")[-1:] == ["CONNECTED"], 5, "CONNECTED push")
+        record = await store.find(PartyKey("NL", "CPO"))
+        assert record.status.value == "CONNECTED"
+        # The observer kept talking to its versions endpoint: never OFFLINE.
+        assert "OFFLINE" not in statuses(cpo, "BE:OBS:EMSP")
+
+
+async def lease_holder(store: PartyStore) -> str:
+    raw = await store.redis.get(store.keys.lease())
+    assert isinstance(raw, bytes)
+    return raw.decode()
+
+
+async def test_lease_take_over_pushes_each_change_once(
+    tmp_path: Path, redis_url: str, keys: RegistryKeys, store: PartyStore, client: httpx.AsyncClient
+) -> None:
+    env = hub_env(key_prefix=keys.prefix, lease_ttl="1")
+    ports = [free_port(), free_port()]
+
+    def args(port: int) -> tuple[str, ...]:
+        return ("--redis-url", redis_url, "--public-url", f"http://127.0.0.1:{port}")
+
+    async with (
+        hub_process(*args(ports[0]), port=ports[0], env=env, log=tmp_path / "hub1.log") as hub1,
+        hub_process(*args(ports[1]), port=ports[1], env=env, log=tmp_path / "hub2.log") as hub2,
+        FakeParty([("BE", "OBS", "EMSP")], name="observer").running() as observer,
+    ):
+        await asyncio.gather(hub1.wait_ready(15.0), hub2.wait_ready(15.0))
+        _, token_a = await store.declare([PartyRole.parse("BE:OBS:EMSP")], "observer")
+        for _ in range(50):  # the hub accepts the new token within a second
+            ok = await client.get(hub1.versions_url, headers={"Authorization": token_header(token_a)})
+            if ok.status_code == 200:
+                break
+            await asyncio.sleep(0.02)
+        assert (await observer.register(hub1.versions_url, token_a)).json()["status_code"] == 1000
+
+        added = await run_ocpi_hub("registry", "--redis-url", redis_url, "add", "--party", "NL:AAA:CPO", env=env)
+        assert added.returncode == 0, str(added)
+        await wait_until(lambda: statuses(observer, "NL:AAA:CPO") == ["PLANNED"], 5, "first push")
+
+        holder = await lease_holder(store)
+        leader = hub1 if holder.startswith(f"{hub1.pid}:") else hub2
+        survivor = hub2 if leader is hub1 else hub1
+        assert holder.startswith(f"{leader.pid}:")
+        os.kill(leader.pid, signal.SIGKILL)
+        await leader.process.wait()
+
+        added = await run_ocpi_hub("registry", "--redis-url", redis_url, "add", "--party", "NL:BBB:CPO", env=env)
+        assert added.returncode == 0, str(added)
+        await wait_until(lambda: statuses(observer, "NL:BBB:CPO") == ["PLANNED"], 5, "push after take-over")
+        new_holder = await lease_holder(store)
+        assert new_holder.startswith(f"{survivor.pid}:")
+        removed = await run_ocpi_hub("registry", "--redis-url", redis_url, "suspend", "NL:AAA", env=env)
+        assert removed.returncode == 0, str(removed)
+        await wait_until(lambda: statuses(observer, "NL:AAA:CPO") == ["PLANNED", "SUSPENDED"], 5, "third push")
+        await asyncio.sleep(1.0)  # any duplicate would have come by now
+        assert statuses(observer, "NL:AAA:CPO") == ["PLANNED", "SUSPENDED"]
+        assert statuses(observer, "NL:BBB:CPO") == ["PLANNED"]
