@@ -118,14 +118,16 @@ class Broadcaster:
         log.info(
             "broadcast delivery",
             extra={
-                "event": "broadcast_delivery",
-                "correlation_id": correlation_id.decode("ascii"),
-                "request_id_out": request_id.decode("ascii"),
-                "to": str(recipient.party),
-                "module": module.value,
-                "method": method,
-                "status": status,
-                "outcome": outcome,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "fields": {
+                    "event": "broadcast_delivery",
+                    "correlation_id": correlation_id.decode("ascii"),
+                    "request_id_out": request_id.decode("ascii"),
+                    "to": str(recipient.party),
+                    "module": module.value,
+                    "method": method,
+                    "status": status,
+                    "outcome": outcome,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                }
             },
         )

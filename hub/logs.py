@@ -1,7 +1,8 @@
 """JSON log lines: one per routed request and per control-plane event, keyed by X-Correlation-ID.
 
-Owns: the formatter and the logging set-up of a hub process. Fields come from ``extra=``; a token or a body
-is never passed in, so it can never be printed.
+Owns: the formatter and the logging set-up of a hub process. Fields come from ``extra=`` (or, for names that
+LogRecord reserves such as ``module``, from ``extra={"fields": {...}}``); a token or a body is never passed in,
+so it can never be printed.
 Must not: be called with f-strings on the hot path (the formatter does the work only when a line is emitted).
 """
 
@@ -28,7 +29,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD:
+            if key == "fields" and isinstance(value, dict):
+                # Fields whose names LogRecord reserves (``module``) travel nested and are spread here.
+                line.update(value)
+            elif key not in _STANDARD:
                 line[key] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)

@@ -320,7 +320,7 @@ class Proxy:
             await send({"type": "http.response.body", "body": b""})
 
     async def _response_headers(
-        self, ex: Exchange, raw: tuple[tuple[bytes, bytes], ...], context: _RelayContext
+        self, ex: Exchange, raw: list[tuple[bytes, bytes]], context: _RelayContext
     ) -> list[tuple[bytes, bytes]]:
         out: list[tuple[bytes, bytes]] = []
         has_correlation = False
@@ -444,19 +444,21 @@ class Proxy:
         log.info(
             "routed",
             extra={
-                "event": "request",
-                "correlation_id": ex.correlation_id.decode("ascii", "replace"),
-                "request_id": ex.request_id.decode("ascii", "replace"),
-                "request_id_out": ex.request_id_out.decode("ascii") or None,
-                "from": str(ex.from_party) if ex.from_party else None,
-                "to": str(ex.to_party) if ex.to_party else None,
-                "module": ex.module,
-                "interface": ex.interface,
-                "method": ex.method,
-                "status": ex.status,
-                "ocpi_status": ex.ocpi_status or None,
-                "outcome": outcome,
-                "latency_ms": round(elapsed * 1000, 3),
+                "fields": {
+                    "event": "request",
+                    "correlation_id": ex.correlation_id.decode("ascii", "replace"),
+                    "request_id": ex.request_id.decode("ascii", "replace"),
+                    "request_id_out": ex.request_id_out.decode("ascii") or None,
+                    "from": str(ex.from_party) if ex.from_party else None,
+                    "to": str(ex.to_party) if ex.to_party else None,
+                    "module": ex.module,
+                    "interface": ex.interface,
+                    "method": ex.method,
+                    "status": ex.status,
+                    "ocpi_status": ex.ocpi_status or None,
+                    "outcome": outcome,
+                    "latency_ms": round(elapsed * 1000, 3),
+                }
             },
         )
 
