@@ -150,7 +150,14 @@ def _envelope_data(reply: JsonReply, what: str) -> Any:
 
 
 async def fetch_peer(outbound: Outbound, versions_url: str, authorization: bytes, timeout: float) -> PeerDetails:
-    """GET the party's versions, pick 2.2.1, GET its details (credentials §7.1.1 step 4)."""
+    """GET the party's versions, pick 2.2.1, GET its details (credentials §7.1.1 step 4), all within ``timeout``."""
+    try:
+        return await _fetch_peer(outbound, versions_url, authorization, timeout)
+    except TimeoutError:
+        raise errors.ClientApiError(f"the party's versions and details did not arrive within {timeout:g} s") from None
+
+
+async def _fetch_peer(outbound: Outbound, versions_url: str, authorization: bytes, timeout: float) -> PeerDetails:
     async with asyncio.timeout(timeout):
         versions = _envelope_data(
             await outbound.call_json("GET", versions_url, authorization, timeout=timeout), "the versions endpoint"
