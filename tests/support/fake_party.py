@@ -76,6 +76,8 @@ class FakeParty:
     versions_status: int = 200
     offline: bool = False
     versions_auth: list[str] = field(default_factory=list)
+    #: Where the module endpoints it publishes live (default: this app); benchmarks point them at a fast stub.
+    module_base: str = ""
 
     @property
     def versions_url(self) -> str:
@@ -85,7 +87,7 @@ class FakeParty:
         return self.roles[index][0], self.roles[index][1]
 
     def endpoint_url(self, module: str, role: str) -> str:
-        return f"{self.base_url}/ocpi/2.2.1/{module}/{role.lower()}"
+        return f"{self.module_base or self.base_url}/ocpi/2.2.1/{module}/{role.lower()}"
 
     def endpoints(self) -> list[dict[str, str]]:
         out = [{"identifier": "credentials", "role": "SENDER", "url": self.base_url + "/ocpi/2.2.1/credentials"}]
