@@ -8,12 +8,18 @@ Must not: contain request logic.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import shutil
 import signal
 import tempfile
 from dataclasses import replace
 from types import FrameType
+from typing import Any
+
+import uvloop
 
 from config.settings import Settings, load_settings, to_environ
 from hub import logs
@@ -78,6 +84,7 @@ def _run_uvicorn(settings: Settings) -> None:
         log_config=None,
         access_log=False,  # the hub writes one JSON line per routed request itself
         server_header=False,
+        proxy_headers=False,  # the hub does not trust X-Forwarded-*; it also saves a middleware per request
         timeout_graceful_shutdown=int(settings.drain_time) or None,
         ssl_certfile=settings.certfile or None,
         ssl_keyfile=settings.keyfile or None,
@@ -87,17 +94,48 @@ def _run_uvicorn(settings: Settings) -> None:
 
 def _run_hypercorn(settings: Settings) -> None:
     from hypercorn.config import Config
-    from hypercorn.run import run as hypercorn_run
 
     config = Config()
-    config.application_path = FACTORY + "()"
     config.bind = [f"{settings.host}:{settings.port}"]
     config.workers = settings.workers
-    config.worker_class = "uvloop"
     config.graceful_timeout = settings.drain_time
     config.accesslog = None
     if settings.certfile:
         config.certfile = settings.certfile
         config.keyfile = settings.keyfile
         config.alpn_protocols = ["h2", "http/1.1"]
-    hypercorn_run(config)
+    if settings.workers > 1:
+        from hypercorn.run import run as hypercorn_run
+
+        config.application_path = FACTORY + "()"
+        config.worker_class = "uvloop"
+        hypercorn_run(config)
+        return
+    uvloop.run(_serve_hypercorn(config, settings.drain_time))
+
+
+async def _serve_hypercorn(config: Any, drain_time: float) -> None:
+    """One hypercorn worker whose shutdown is bounded by the drain time.
+
+    hypercorn 0.18 waits for idle TLS connections past ``graceful_timeout`` (parties keep pooled connections
+    open), so after the drain time plus a second the remaining connections are dropped.
+    """
+    from hypercorn.asyncio import serve
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    app: Any = app_from_env()  # an ASGI 3 app; hypercorn's own type spells out every scope variant
+    server = asyncio.ensure_future(serve(app, config, shutdown_trigger=stop.wait))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([server, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    try:
+        await asyncio.wait_for(asyncio.shield(server), drain_time + 1.0)
+    except TimeoutError:
+        logging.getLogger("ocpihub.server").warning("connections still open after the drain time: closing them")
+        server.cancel()
+        # hypercorn reports its own cancellation as InvalidStateError from a gathered future.
+        with contextlib.suppress(asyncio.CancelledError, asyncio.InvalidStateError):
+            await server
