@@ -16,7 +16,6 @@ import asyncio
 import collections
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -33,6 +32,8 @@ IDLE_TIMEOUT: Final = 4.0
 #: Read no further ahead of a slow sender than this; reading resumes below LOW_WATER.
 HIGH_WATER: Final = 256 * 1024
 LOW_WATER: Final = 64 * 1024
+#: How often in-flight exchanges are checked against their deadlines (the precision of 4002).
+SWEEP_INTERVAL: Final = 0.02
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _HTTP11: Final = b" HTTP/1.1\r\nhost: "
 _CRLF: Final = b"\r\n"
@@ -332,6 +333,16 @@ class Upstream:
         self.status = conn.status
         self.headers = conn.headers
 
+    def whole_body(self) -> bytes | None:
+        """The complete body when it has all arrived already (the usual case for OCPI answers), else None."""
+        conn = self._conn
+        if not conn.complete:
+            return None
+        body = b"".join(conn.chunks)
+        conn.chunks.clear()
+        conn.buffered = 0
+        return body
+
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._conn.body():
@@ -340,6 +351,75 @@ class Upstream:
             raise ForwardTimeoutError("the receiver did not finish its answer in time") from None
         except _Closed as exc:
             raise ReceiverUnreachableError(str(exc)) from None
+
+
+class Exchange:
+    """One request on a pooled connection, as an async context manager yielding the streamed answer."""
+
+    __slots__ = ("body", "conn", "head", "method", "outbound", "pool", "timeout")
+
+    def __init__(
+        self, outbound: Outbound, method: str, url: str, headers: list[tuple[bytes, bytes]], body: Body, timeout: float
+    ) -> None:
+        self.outbound = outbound
+        self.method = method
+        self.body = body
+        self.timeout = timeout
+        self.conn: Connection | None = None
+        self.pool, path = outbound.target(url)
+        parts = [method.encode("ascii"), b" ", path, _HTTP11, self.pool.origin.host_header, _CRLF]
+        for name, value in headers:
+            parts += (name, _SEP, value, _CRLF)
+        if body:
+            parts += (b"content-length: ", str(len(body)).encode("ascii"), _CRLF)
+        elif method in ("POST", "PUT", "PATCH"):
+            parts.append(b"content-length: 0\r\n")
+        parts.append(_CRLF)
+        self.head = b"".join(parts)
+
+    async def __aenter__(self) -> Upstream:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        pool = self.pool
+        for attempt in (0, 1):
+            conn, reused = pool.take_idle(loop.time()), True
+            if conn is None:  # the common case needs no timer: a warm connection is there
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        conn, reused = await pool.acquire(self.outbound.connect_timeout)
+                except TimeoutError:
+                    raise ForwardTimeoutError(f"no connection to the receiver within {self.timeout:g} s") from None
+            self.conn = conn
+            self.outbound.track(conn, deadline)
+            try:
+                conn.send(self.head, self.body)
+                await conn.head()
+                return Upstream(conn)
+            except _Closed:
+                self._finish()
+                # A reused connection the receiver closed meanwhile: retry once on a fresh one when safe.
+                if attempt == 0 and reused and self.method in IDEMPOTENT:
+                    continue
+                raise ReceiverUnreachableError("the receiver closed the connection") from None
+            except _Expired:
+                self._finish()
+                raise ForwardTimeoutError(f"the receiver did not answer within {self.timeout:g} s") from None
+            except BaseException:
+                self._finish()
+                raise
+        raise ReceiverUnreachableError("the receiver closed the connection")  # not reached: the loop returns or raises
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            self.outbound.untrack(conn)
+            if not conn.complete:
+                conn.abort()  # an answer not read to its end cannot be followed by another on this connection
+            self.pool.release(conn)
 
 
 class Outbound:
@@ -352,17 +432,22 @@ class Outbound:
         self.pools: dict[tuple[str, int, bool], Pool] = {}
         self._origins: dict[str, tuple[Origin, bytes]] = {}
         self.ssl_context = ssl.create_default_context()
+        self._deadlines: dict[Connection, float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
 
     @property
     def connections_in_use(self) -> int:
         return sum(p.in_use for p in self.pools.values())
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for pool in self.pools.values():
             while pool.idle:
                 pool.idle.pop().abort()
 
-    def _target(self, url: str) -> tuple[Pool, bytes]:
+    def target(self, url: str) -> tuple[Pool, bytes]:
         # URLs share their base per receiver endpoint: cache the origin split by everything before the path.
         cut = url.find("/", url.find("//") + 2)
         base = url if cut < 0 else url[:cut]
@@ -386,58 +471,29 @@ class Outbound:
         except UnicodeEncodeError:
             raise ReceiverUnreachableError("the receiver URL is not ASCII") from None
 
-    @asynccontextmanager
-    async def open(
-        self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: Body, timeout: float
-    ) -> AsyncIterator[Upstream]:
-        """Send a request and yield its answer for streaming; OCPI errors on transport failures and timeouts."""
-        pool, path = self._target(url)
-        parts = [method.encode("ascii"), b" ", path, _HTTP11, pool.origin.host_header, _CRLF]
-        for name, value in headers:
-            parts += (name, _SEP, value, _CRLF)
-        if body:
-            parts += (b"content-length: ", str(len(body)).encode("ascii"), _CRLF)
-        elif method in ("POST", "PUT", "PATCH"):
-            parts.append(b"content-length: 0\r\n")
-        parts.append(_CRLF)
-        head = b"".join(parts)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        conn: Connection | None = None
-        expiry: asyncio.TimerHandle | None = None
-        try:
-            for attempt in (0, 1):
-                conn, reused = pool.take_idle(loop.time()), True
-                if conn is None:  # the common case needs no timer: a warm connection is there
-                    try:
-                        async with asyncio.timeout_at(deadline):
-                            conn, reused = await pool.acquire(self.connect_timeout)
-                    except TimeoutError:
-                        raise ForwardTimeoutError(f"no connection to the receiver within {timeout:g} s") from None
-                expiry = loop.call_at(deadline, conn.expire)
-                try:
-                    conn.send(head, body)
-                    await conn.head()
-                    break
-                except _Closed:
-                    expiry.cancel()
-                    pool.release(conn)
-                    conn = None
-                    # A reused connection the receiver closed meanwhile: retry once on a fresh one when safe.
-                    if attempt == 0 and reused and method in IDEMPOTENT:
-                        continue
-                    raise ReceiverUnreachableError("the receiver closed the connection") from None
-            assert conn is not None  # the loop either breaks with a connection or raises
-            yield Upstream(conn)
-        except _Expired:
-            raise ForwardTimeoutError(f"the receiver did not answer within {timeout:g} s") from None
-        finally:
-            if expiry is not None:
-                expiry.cancel()
-            if conn is not None:
-                if not conn.complete:
-                    conn.abort()  # an answer not read to its end cannot be followed by another on this connection
-                pool.release(conn)
+    def open(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: Body, timeout: float) -> Exchange:
+        """``async with outbound.open(...) as upstream``: send a request, stream its answer; OCPI errors on failure."""
+        return Exchange(self, method, url, headers, body, timeout)
+
+    # -- deadlines: one sweep timer for all exchanges instead of a timer per request ---------------------------
+
+    def track(self, conn: Connection, deadline: float) -> None:
+        self._deadlines[conn] = deadline
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
+
+    def untrack(self, conn: Connection) -> None:
+        self._deadlines.pop(conn, None)
+
+    def _sweep(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for conn, deadline in list(self._deadlines.items()):
+            if now >= deadline:
+                del self._deadlines[conn]
+                conn.expire()
+        self._sweeper = None
+        if self._deadlines:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
 
     async def call_json(
         self, method: str, url: str, authorization: bytes, *, body: Any = None, timeout: float = 10.0

@@ -156,7 +156,7 @@ class Proxy:
         try:
             parsed = self._begin(ex, scope)
             table = self.rt.holder.table
-            caller = table.authenticate(h.parse_authorization(parsed.authorization))
+            caller = table.authenticate_header(parsed.authorization)
             self.rt.seen[caller.platform.id] = time.time()
             sender = ex.from_party = table.check_sender(caller, parsed.from_party)
             ex.to_party = parsed.to_party
@@ -315,6 +315,10 @@ class Proxy:
             ex.status = upstream.status
             await send({"type": "http.response.start", "status": upstream.status, "headers": response_headers})
             ex.started = True
+            whole = upstream.whole_body()
+            if whole is not None:  # already complete: one write instead of a stream
+                await send({"type": "http.response.body", "body": whole})
+                return
             async for chunk in upstream.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})

@@ -7,7 +7,6 @@ minting. Must not: hold request state.
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass, field
 
 from config.settings import Settings
@@ -20,8 +19,15 @@ from routing.model import PartyKey
 
 
 def new_request_id() -> bytes:
-    """A fresh UUID4 for X-Request-ID / X-Correlation-ID (transport_and_format §4.2 advises UUIDs)."""
-    return str(uuid.UUID(bytes=os.urandom(16), version=4)).encode("ascii")
+    """A fresh UUID4 for X-Request-ID / X-Correlation-ID (transport_and_format §4.2 advises UUIDs).
+
+    Formatted by hand: ``uuid.uuid4()`` costs several times more, and this runs on every forwarded request.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = raw.hex().encode("ascii")
+    return b"-".join((text[:8], text[8:12], text[12:16], text[16:20], text[20:]))
 
 
 @dataclass(slots=True)

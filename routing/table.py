@@ -21,7 +21,7 @@ from routing.errors import (
     UnauthorizedError,
     UnknownReceiverError,
 )
-from routing.headers import TokenCandidates
+from routing.headers import TokenCandidates, parse_authorization
 from routing.model import ConnectionStatus, InterfaceRole, ModuleID, PartyKey, PartyRole, Role, TokenForm
 
 #: Modules whose data is meant for every other party and so may be broadcast (§4.1.8.3: tokens, locations,
@@ -36,6 +36,10 @@ BROADCAST_AUDIENCE: Final[Mapping[Role, frozenset[Role]]] = {
     Role.EMSP: frozenset({Role.CPO}),
     Role.OTHER: frozenset({Role.CPO}),
 }
+
+
+#: Bound of the per-snapshot cache of authenticated Authorization values.
+MAX_CACHED_CALLERS: Final = 10_000
 
 
 def token_digest(token: bytes) -> bytes:
@@ -114,6 +118,8 @@ class RoutingTable:
     platforms: Mapping[str, Platform]
     tokens: Mapping[bytes, TokenGrant]
     parties: Mapping[PartyKey, Platform] = field(init=False)
+    #: Authorization header value → Caller, filled as known tokens are seen; dies with this snapshot.
+    _callers: dict[bytes, Caller] = field(init=False, default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parties", {party: p for p in self.platforms.values() for party in p.parties})
@@ -121,6 +127,17 @@ class RoutingTable:
     @classmethod
     def empty(cls, hub: PartyKey) -> RoutingTable:
         return cls(version=0, hub=hub, platforms={}, tokens={})
+
+    def authenticate_header(self, value: bytes | None) -> Caller:
+        """The caller behind an Authorization header; known values skip decoding and hashing."""
+        if value is not None:
+            caller = self._callers.get(value)
+            if caller is not None:
+                return caller
+        caller = self.authenticate(parse_authorization(value))
+        if value is not None and len(self._callers) < MAX_CACHED_CALLERS:
+            self._callers[value] = caller  # only tokens that authenticated: unknown ones cannot fill it
+        return caller
 
     def authenticate(self, candidates: TokenCandidates) -> Caller:
         """The caller behind a token; UnauthorizedError (HTTP 401) when it is unknown (§4.1.2)."""
