@@ -83,6 +83,17 @@ class Routed:
     hub_pids: list[int]
     emsp_token: str
     cpo_token: str
+    redis_url: str
+
+
+async def redis_calls(routed: Routed) -> int:
+    """Commands the registry's Redis has processed so far (to show the hot path sends it none)."""
+    redis = Redis.from_url(routed.redis_url)
+    try:
+        stats = await redis.info("stats")
+    finally:
+        await redis.aclose()
+    return int(stats["total_commands_processed"])
 
 
 @contextmanager
@@ -132,7 +143,7 @@ async def hub(stub_port: int, workers: int = 1, redis_url: str | None = None, **
                         raise RuntimeError(f"registration failed: {reply.text}")
             pids = [child.pid, *_children(child.pid)]
             try:
-                yield Routed(f"http://127.0.0.1:{port}", pids, emsp.hub_token, cpo.hub_token)
+                yield Routed(f"http://127.0.0.1:{port}", pids, emsp.hub_token, cpo.hub_token, url)
             finally:
                 async for key in redis.scan_iter(match="{" + prefix.rstrip(":") + "}:*"):
                     await redis.delete(key)

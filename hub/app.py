@@ -24,7 +24,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from config.settings import Settings
-from hub import background
+from hub import background, logs
 from hub.clientinfo import ClientInfoService
 from hub.credentials import CredentialsService, HubIdentity
 from hub.envelope import envelope, render_error
@@ -148,6 +148,7 @@ class HubApp:
                 await tasks.cancel_all()
                 self.proxy = None
                 log.info("hub stopped", extra={"event": "stop"})
+                logs.flush()
 
     async def _registry_changed(self) -> None:
         if self.runtime is not None:

@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 
+from hub import logs
 from hub.clientinfo import ClientInfoService
 from hub.forward import gather_limited
 from hub.runtime import Runtime
@@ -49,6 +50,7 @@ async def _flush_loop(rt: Runtime) -> None:
     while True:
         await asyncio.sleep(FLUSH_INTERVAL)
         await flush(rt)
+        logs.flush()
 
 
 class Scheduler:

@@ -9,7 +9,9 @@ Must not: be called with f-strings on the hot path (the formatter does the work 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -18,29 +20,124 @@ import orjson
 _STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
+class _Clock:
+    """UTC timestamps with milliseconds; one strftime per second, not per line."""
+
+    second = -1
+    text = ""
+
+    @classmethod
+    def format(cls, created: float) -> str:
+        second = int(created)
+        if second != cls.second:
+            cls.second = second
+            cls.text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{cls.text}.{int((created - second) * 1000):03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and every ``extra`` field."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": _Clock.format(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key == "fields" and isinstance(value, dict):
-                # Fields whose names LogRecord reserves (``module``) travel nested and are spread here.
-                line.update(value)
-            elif key not in _STANDARD:
-                line[key] = value
+        fields = record.__dict__.get("fields")
+        if isinstance(fields, dict):
+            # Fields whose names LogRecord reserves (``module``) travel nested and are spread here.
+            line.update(fields)
+        else:
+            for key, value in record.__dict__.items():
+                if key not in _STANDARD:
+                    line[key] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
 
 
+class BatchingHandler(logging.Handler):
+    """Writes formatted lines in batches: one write per ``capacity`` lines or per ``flush()`` (called every
+    second by the hub's background task, and at shutdown), instead of one write per line. A WARNING or worse
+    is written at once."""
+
+    def __init__(self, fd: int, capacity: int = 256) -> None:
+        super().__init__()
+        self.fd = fd
+        self.capacity = capacity
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # logging must never break a request; the stdlib reports it
+            self.handleError(record)
+            return
+        if len(self.lines) >= self.capacity or record.levelno >= logging.WARNING:
+            self.flush()
+
+    def append(self, line: str) -> None:
+        self.lines.append(line)
+        if len(self.lines) >= self.capacity:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.lines:
+            return
+        self.acquire()
+        try:
+            lines, self.lines = self.lines, []
+            data = ("\n".join(lines) + "\n").encode("utf-8", "replace")
+            while data:
+                written = os.write(self.fd, data)
+                data = data[written:]
+        except OSError:
+            pass  # stderr is gone (closed pipe): nothing sensible is left to do with log lines
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+
+_ACCESS: Final = logging.getLogger("ocpihub.access")
+
+
+def access(message: str, fields: dict[str, Any]) -> None:
+    """One access line (INFO on ``ocpihub.access``), the same JSON the formatter writes.
+
+    When the hub's own batching handler is the only one, the line is built straight from ``fields`` without a
+    LogRecord — the access log is on the hot path. Any other set-up (a test's capture handler, a handler on
+    the access logger) gets an ordinary record.
+    """
+    if not _ACCESS.isEnabledFor(logging.INFO):
+        return
+    handlers = logging.root.handlers
+    if len(handlers) == 1 and type(handlers[0]) is BatchingHandler and not _ACCESS.handlers:
+        created = time.time()
+        line = {"time": _Clock.format(created), "level": "info", "logger": _ACCESS.name, "message": message}
+        line.update(fields)
+        handlers[0].append(orjson.dumps(line, default=str).decode())
+    else:
+        _ACCESS.info(message, extra={"fields": fields})
+
+
+def flush() -> None:
+    """Write out buffered log lines (the background flush and shutdown call this)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
 def configure(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    # Per-record work the hub never uses: caller lookup (a stack walk), thread and process names.
+    logging._srcfile = None  # the logging docs' own advice for speed ("Optimization")
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    handler = BatchingHandler(sys.stderr.fileno())
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

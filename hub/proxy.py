@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from hub import logs
 from hub.broadcast import Broadcaster
 from hub.envelope import envelope, render_error, send_bytes
 from hub.runtime import Runtime, new_request_id
@@ -445,24 +446,22 @@ class Proxy:
             outcome = "server_error" if ex.status >= 500 else "client_error" if ex.status >= 400 else "ok"
         module = ex.module if ex.module in _MODULE_LABELS else "relay"
         self.rt.metrics.requests[(module, ex.interface, outcome)].inc()
-        log.info(
+        logs.access(
             "routed",
-            extra={
-                "fields": {
-                    "event": "request",
-                    "correlation_id": ex.correlation_id.decode("ascii", "replace"),
-                    "request_id": ex.request_id.decode("ascii", "replace"),
-                    "request_id_out": ex.request_id_out.decode("ascii") or None,
-                    "from": str(ex.from_party) if ex.from_party else None,
-                    "to": str(ex.to_party) if ex.to_party else None,
-                    "module": ex.module,
-                    "interface": ex.interface,
-                    "method": ex.method,
-                    "status": ex.status,
-                    "ocpi_status": ex.ocpi_status or None,
-                    "outcome": outcome,
-                    "latency_ms": round(elapsed * 1000, 3),
-                }
+            {
+                "event": "request",
+                "correlation_id": ex.correlation_id.decode("ascii", "replace"),
+                "request_id": ex.request_id.decode("ascii", "replace"),
+                "request_id_out": ex.request_id_out.decode("ascii") or None,
+                "from": str(ex.from_party) if ex.from_party else None,
+                "to": str(ex.to_party) if ex.to_party else None,
+                "module": ex.module,
+                "interface": ex.interface,
+                "method": ex.method,
+                "status": ex.status,
+                "ocpi_status": ex.ocpi_status or None,
+                "outcome": outcome,
+                "latency_ms": round(elapsed * 1000, 3),
             },
         )
 
