@@ -21,6 +21,8 @@ from routing.table import Platform, RoutingTable, TokenGrant
 
 log = logging.getLogger(__name__)
 
+#: A full reload even when no version change was seen: the safety net under the safety net.
+FULL_RELOAD_INTERVAL = 60.0
 _MODULES = {m.value: m for m in ModuleID}
 _ROLES = {r.value: r for r in InterfaceRole}
 
@@ -85,7 +87,8 @@ class SnapshotHolder:
                 backoff = 0.1
                 while True:
                     await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.poll_interval)
-                    if await self.store.version() != self.table.version:
+                    stale = time.time() - self.loaded_at > FULL_RELOAD_INTERVAL
+                    if stale or await self.store.version() != self.table.version:
                         await self.reload()
             except (RedisError, OSError) as exc:
                 self.reachable = False
