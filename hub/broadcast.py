@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from itertools import count
 
 from hub.forward import gather_limited
@@ -29,13 +30,24 @@ _ROUTING_HEADERS = frozenset(
 _sequence = count()
 
 
+@dataclass(frozen=True, slots=True)
+class Push:
+    """One accepted broadcast push: what every copy is made of."""
+
+    module: ModuleID
+    method: str
+    suffix: str
+    query: bytes
+    body: bytes
+    correlation_id: bytes
+    #: The sender's headers minus routing and correlation headers, plus OCPI-from = hub.
+    common: list[tuple[bytes, bytes]]
+
+
 class Broadcaster:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.hub_from = [
-            (h.OCPI_FROM_COUNTRY_CODE, rt.hub.country_code.encode()),
-            (h.OCPI_FROM_PARTY_ID, rt.hub.party_id.encode()),
-        ]
+        self.hub_from = h.routing_headers("from", rt.hub)
 
     def start(
         self,
@@ -49,58 +61,33 @@ class Broadcaster:
         correlation_id: bytes,
     ) -> None:
         common = [kv for kv in passthrough if kv[0] not in _ROUTING_HEADERS and kv[0] != h.X_CORRELATION_ID]
-        common += self.hub_from
-        common.append((h.X_CORRELATION_ID, correlation_id))
+        common += [*self.hub_from, (h.X_CORRELATION_ID, correlation_id)]
+        push = Push(module, method, suffix, query, body, correlation_id, common)
         self.rt.metrics.broadcasts.labels(module.value).inc()
-        self.rt.tasks.spawn(
-            f"broadcast:{next(_sequence)}",
-            self._fan_out(decision, module, method, suffix, query, body, common, correlation_id),
-        )
+        self.rt.tasks.spawn(f"broadcast:{next(_sequence)}", self._fan_out(decision, push))
 
-    async def _fan_out(
-        self,
-        decision: Broadcast,
-        module: ModuleID,
-        method: str,
-        suffix: str,
-        query: bytes,
-        body: bytes,
-        common: list[tuple[bytes, bytes]],
-        correlation_id: bytes,
-    ) -> None:
-        jobs = [
-            self._deliver(r, module, method, suffix, query, body, common, correlation_id) for r in decision.recipients
-        ]
+    async def _fan_out(self, decision: Broadcast, push: Push) -> None:
+        jobs = [self._deliver(recipient, push) for recipient in decision.recipients]
         await gather_limited(self.rt.settings.broadcast_concurrency, jobs)
 
-    async def _deliver(
-        self,
-        recipient: Recipient,
-        module: ModuleID,
-        method: str,
-        suffix: str,
-        query: bytes,
-        body: bytes,
-        common: list[tuple[bytes, bytes]],
-        correlation_id: bytes,
-    ) -> None:
+    async def _deliver(self, recipient: Recipient, push: Push) -> None:
         request_id = new_request_id()
         headers = [
-            *common,
-            (h.OCPI_TO_COUNTRY_CODE, recipient.party.country_code.encode()),
-            (h.OCPI_TO_PARTY_ID, recipient.party.party_id.encode()),
+            *push.common,
+            *h.routing_headers("to", recipient.party),
             (h.AUTHORIZATION, recipient.platform.auth_header),
             (h.X_REQUEST_ID, request_id),
         ]
+        module = push.module
         started = time.perf_counter()
         status = 0
         outcome = "ok"
         try:
             async with self.rt.outbound.open(
-                method,
-                join_url(recipient.endpoint, suffix, query),
+                push.method,
+                join_url(recipient.endpoint, push.suffix, push.query),
                 headers,
-                body,
+                push.body,
                 self.rt.settings.timeout_for(module.value),
             ) as upstream:
                 status = upstream.status
@@ -120,11 +107,11 @@ class Broadcaster:
             extra={
                 "fields": {
                     "event": "broadcast_delivery",
-                    "correlation_id": correlation_id.decode("ascii"),
+                    "correlation_id": push.correlation_id.decode("ascii"),
                     "request_id_out": request_id.decode("ascii"),
                     "to": str(recipient.party),
                     "module": module.value,
-                    "method": method,
+                    "method": push.method,
                     "status": status,
                     "outcome": outcome,
                     "latency_ms": round((time.perf_counter() - started) * 1000, 3),

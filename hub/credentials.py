@@ -99,6 +99,17 @@ class PeerDetails:
     version: str
     endpoints: tuple[EndpointRecord, ...]
 
+    def changes(self, credentials: PeerCredentials, form: TokenForm) -> dict[str, Any]:
+        """What a completed handshake stores about the party (registry/store.py apply_credentials)."""
+        return {
+            "versions_url": self.versions_url,
+            "version": self.version,
+            "endpoints": self.endpoints,
+            "token_b": credentials.token,
+            "token_form": form,
+            "business_details": credentials.business_details,
+        }
+
     def url_of(self, module: ModuleID) -> str | None:
         return next((e.url for e in self.endpoints if e.identifier == module.value), None)
 
@@ -232,14 +243,7 @@ class CredentialsService:
                 caller.platform.id,
                 caller.digest,
                 registered_before=update,
-                changes={
-                    "versions_url": details.versions_url,
-                    "version": details.version,
-                    "endpoints": details.endpoints,
-                    "token_b": offered.token,
-                    "token_form": caller.form,
-                    "business_details": offered.business_details,
-                },
+                changes=details.changes(offered, caller.form),
                 token_c=token_c,
             )
         except StaleTokenError as exc:
@@ -285,14 +289,7 @@ async def connect(
             record.id,
             token_digest(token_for_party.encode()),
             registered_before=False,
-            changes={
-                "versions_url": details.versions_url,
-                "version": details.version,
-                "endpoints": details.endpoints,
-                "token_b": theirs.token,
-                "token_form": TokenForm.BASE64,
-                "business_details": theirs.business_details,
-            },
+            changes=details.changes(theirs, TokenForm.BASE64),
             token_c=token_for_party,
         )
     except BaseException:

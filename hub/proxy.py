@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode
@@ -113,6 +114,7 @@ class Exchange:
         "outcome",
         "request_id",
         "request_id_out",
+        "start",
         "started",
         "status",
         "to_party",
@@ -131,6 +133,7 @@ class Exchange:
         self.ocpi_status = 0
         self.outcome = ""
         self.started = False
+        self.start = time.perf_counter()
 
 
 class Proxy:
@@ -139,10 +142,7 @@ class Proxy:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.broadcaster = Broadcaster(rt)
-        self.hub_from = [
-            (h.OCPI_FROM_COUNTRY_CODE, rt.hub.country_code.encode()),
-            (h.OCPI_FROM_PARTY_ID, rt.hub.party_id.encode()),
-        ]
+        self.hub_from = h.routing_headers("from", rt.hub)
         self.timeouts = {m: rt.settings.timeout_for(m.value) for m in FUNCTIONAL_MODULES}
         self.relay_base = rt.base_url + RELAY_PREFIX
         self.max_body = rt.settings.max_body_size
@@ -153,81 +153,17 @@ class Proxy:
         self, scope: Scope, receive: Receive, send: Send, module: ModuleID, role: InterfaceRole, suffix: str
     ) -> None:
         ex = Exchange(scope["method"], module.value, role.value)
-        start = time.perf_counter()
-        try:
-            parsed = self._begin(ex, scope)
-            table = self.rt.holder.table
-            caller = table.authenticate_header(parsed.authorization)
-            self.rt.seen[caller.platform.id] = time.time()
-            sender = ex.from_party = table.check_sender(caller, parsed.from_party)
-            ex.to_party = parsed.to_party
-            if parsed.to_party == table.hub:
-                await self._broadcast(ex, scope, receive, send, caller, sender, parsed, module, role, suffix)
-                return
-            route = table.resolve(parsed.to_party, module, role)
-            body = await read_body(receive, parsed.content_length, self.max_body)
-            query: bytes = scope["query_string"]
-            context = _RelayContext(caller.platform.id, route.receiver.id, parsed.to_party, sender, module)
-            if role is InterfaceRole.RECEIVER and module in (ModuleID.COMMANDS, ModuleID.CHARGINGPROFILES):
-                body, query = await self._rewrite_response_url(ex.method, body, query, context)
-            out = self._outbound_headers(ex, parsed.passthrough, parsed.correlation_id, route.receiver)
-            url = join_url(route.endpoint, suffix, query)
-            await self._forward(ex, send, url, out, body, self.timeouts[module], context, start)
-        except errors.OcpiError as error:
-            await self._fail(ex, send, error)
-        except ClientDisconnectedError:
-            ex.status, ex.outcome = 499, "client_error"
-        except Exception:
-            log.exception("unexpected failure", extra={"correlation_id": ex.correlation_id.decode("ascii", "replace")})
-            await self._fail(ex, send, errors.ServerError("internal error"))
-            raise
-        finally:
-            self._account(ex, start)
+        await self._run(ex, send, self._route(ex, scope, receive, send, module, role, suffix))
 
     async def relay_request(self, scope: Scope, receive: Receive, send: Send, relay_id: str) -> None:
         """A rewritten Link / Location / response_url being used: only by the party it was made for."""
         ex = Exchange(scope["method"], "relay", "none")
-        start = time.perf_counter()
+        await self._run(ex, send, self._relay(ex, scope, receive, send, relay_id))
+
+    async def _run(self, ex: Exchange, send: Send, work: Coroutine[Any, Any, None]) -> None:
+        """Every request's frame: typed errors become envelopes, anything else a 3000; always accounted."""
         try:
-            parsed = self._begin(ex, scope)
-            table = self.rt.holder.table
-            caller = table.authenticate(h.parse_authorization(parsed.authorization))
-            self.rt.seen[caller.platform.id] = time.time()
-            if not caller.registered:
-                raise errors.UnauthorizedError("credentials token A is valid for credentials and versions only")
-            if caller.platform.status is ConnectionStatus.SUSPENDED:
-                raise errors.ForbiddenError("this platform is suspended at the hub")
-            if parsed.from_party is not None:
-                ex.from_party = table.check_sender(caller, parsed.from_party)
-            mapping = await self.rt.store.get_relay(relay_id) if "/" not in relay_id else None
-            if mapping is None or mapping["allowed"] != caller.platform.id:
-                # One answer for unknown, expired and someone else's: a relay id reveals nothing.
-                raise errors.NotFoundError("unknown or expired relay URL")
-            target = table.platforms.get(mapping["platform"])
-            if target is None or target.status is not ConnectionStatus.CONNECTED:
-                raise errors.ReceiverUnreachableError("the party behind this URL is not connected")
-            module = ModuleID(mapping["module"])
-            passthrough = parsed.passthrough
-            if parsed.to_party is None:
-                # The original exchange's routing headers, for a client that does not repeat them.
-                to_party, from_party = PartyKey.parse(mapping["to"]), PartyKey.parse(mapping["from"])
-                passthrough = [
-                    *passthrough,
-                    (h.OCPI_TO_COUNTRY_CODE, to_party.country_code.encode()),
-                    (h.OCPI_TO_PARTY_ID, to_party.party_id.encode()),
-                ]
-                if parsed.from_party is None:
-                    passthrough += [
-                        (h.OCPI_FROM_COUNTRY_CODE, from_party.country_code.encode()),
-                        (h.OCPI_FROM_PARTY_ID, from_party.party_id.encode()),
-                    ]
-                ex.to_party = to_party
-            else:
-                ex.to_party = parsed.to_party
-            body = await read_body(receive, parsed.content_length, self.max_body)
-            out = self._outbound_headers(ex, passthrough, parsed.correlation_id, target)
-            context = _RelayContext(caller.platform.id, target.id, ex.to_party, ex.from_party, module)
-            await self._forward(ex, send, mapping["target"], out, body, self.timeouts[module], context, start)
+            await work
         except errors.OcpiError as error:
             await self._fail(ex, send, error)
         except ClientDisconnectedError:
@@ -237,7 +173,65 @@ class Proxy:
             await self._fail(ex, send, errors.ServerError("internal error"))
             raise
         finally:
-            self._account(ex, start)
+            self._account(ex)
+
+    async def _route(
+        self,
+        ex: Exchange,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        module: ModuleID,
+        role: InterfaceRole,
+        suffix: str,
+    ) -> None:
+        parsed = self._begin(ex, scope)
+        table = self.rt.holder.table
+        caller = table.authenticate_header(parsed.authorization)
+        self.rt.seen[caller.platform.id] = time.time()
+        sender = ex.from_party = table.check_sender(caller, parsed.from_party)
+        ex.to_party = parsed.to_party
+        if parsed.to_party == table.hub:
+            await self._broadcast(ex, scope, receive, send, caller, sender, parsed, module, role, suffix)
+            return
+        route = table.resolve(parsed.to_party, module, role)
+        body = await read_body(receive, parsed.content_length, self.max_body)
+        query: bytes = scope["query_string"]
+        context = _RelayContext(caller.platform.id, route.receiver.id, parsed.to_party, sender, module)
+        if role is InterfaceRole.RECEIVER and module in (ModuleID.COMMANDS, ModuleID.CHARGINGPROFILES):
+            body, query = await self._rewrite_response_url(ex.method, body, query, context)
+        out = self._outbound_headers(ex, parsed.passthrough, parsed.correlation_id, route.receiver)
+        url = join_url(route.endpoint, suffix, query)
+        await self._forward(ex, send, url, out, body, self.timeouts[module], context)
+
+    async def _relay(self, ex: Exchange, scope: Scope, receive: Receive, send: Send, relay_id: str) -> None:
+        parsed = self._begin(ex, scope)
+        table = self.rt.holder.table
+        caller = table.authenticate_header(parsed.authorization)
+        self.rt.seen[caller.platform.id] = time.time()
+        table.admit(caller)
+        if parsed.from_party is not None:
+            ex.from_party = table.check_sender(caller, parsed.from_party)
+        mapping = await self.rt.store.get_relay(relay_id) if "/" not in relay_id else None
+        if mapping is None or mapping["allowed"] != caller.platform.id:
+            # One answer for unknown, expired and someone else's: a relay id reveals nothing.
+            raise errors.NotFoundError("unknown or expired relay URL")
+        target = table.platforms.get(mapping["platform"])
+        if target is None or target.status is not ConnectionStatus.CONNECTED:
+            raise errors.ReceiverUnreachableError("the party behind this URL is not connected")
+        module = ModuleID(mapping["module"])
+        passthrough = parsed.passthrough
+        ex.to_party = parsed.to_party
+        if parsed.to_party is None:
+            # The original exchange's routing headers, for a client that does not repeat them.
+            ex.to_party = PartyKey.parse(mapping["to"])
+            passthrough = [*passthrough, *h.routing_headers("to", ex.to_party)]
+            if parsed.from_party is None:
+                passthrough += h.routing_headers("from", PartyKey.parse(mapping["from"]))
+        body = await read_body(receive, parsed.content_length, self.max_body)
+        out = self._outbound_headers(ex, passthrough, parsed.correlation_id, target)
+        context = _RelayContext(caller.platform.id, target.id, ex.to_party, ex.from_party, module)
+        await self._forward(ex, send, mapping["target"], out, body, self.timeouts[module], context)
 
     # -- steps ---------------------------------------------------------------------------------------------
 
@@ -307,11 +301,9 @@ class Proxy:
         body: bytes,
         timeout: float,
         context: _RelayContext,
-        start: float,
     ) -> None:
-        method = ex.method
-        async with self.rt.outbound.open(method, url, out, body or None, timeout) as upstream:
-            self.rt.metrics.latency[ex.module].observe(time.perf_counter() - start)
+        async with self.rt.outbound.open(ex.method, url, out, body or None, timeout) as upstream:
+            self.rt.metrics.latency[ex.module].observe(time.perf_counter() - ex.start)
             response_headers = await self._response_headers(ex, upstream.headers, context)
             ex.status = upstream.status
             await send({"type": "http.response.start", "status": upstream.status, "headers": response_headers})
@@ -418,11 +410,7 @@ class Proxy:
         # Hub-made answers on functional modules: TO = the requester, FROM = the hub (digest §8.19).
         out = [(h.X_REQUEST_ID, ex.request_id), (h.X_CORRELATION_ID, ex.correlation_id)]
         if ex.from_party is not None:
-            out += [
-                (h.OCPI_TO_COUNTRY_CODE, ex.from_party.country_code.encode()),
-                (h.OCPI_TO_PARTY_ID, ex.from_party.party_id.encode()),
-                *self.hub_from,
-            ]
+            out += [*h.routing_headers("to", ex.from_party), *self.hub_from]
         return out
 
     async def _fail(self, ex: Exchange, send: Send, error: errors.OcpiError) -> None:
@@ -439,8 +427,8 @@ class Proxy:
         ex.status = status
         await send_bytes(send, status, body, self._own_headers(ex))
 
-    def _account(self, ex: Exchange, start: float) -> None:
-        elapsed = time.perf_counter() - start
+    def _account(self, ex: Exchange) -> None:
+        elapsed = time.perf_counter() - ex.start
         outcome = ex.outcome
         if not outcome:
             outcome = "server_error" if ex.status >= 500 else "client_error" if ex.status >= 400 else "ok"

@@ -261,10 +261,7 @@ class PartyStore:
         result: list[PlatformRecord] = []
 
         async def write(pipe: Pipeline) -> None:
-            raw = await pipe.hget(self.keys.platforms(), platform_id)
-            if raw is None:
-                raise UnknownPlatformError("that platform is gone")
-            old = decode_platform(raw)
+            old = await self._load(pipe, platform_id)
             gone = old.with_changes(status=ConnectionStatus.SUSPENDED, registered=False, accept_digests=())
             _multi(pipe)
             if old.accept_digests:
@@ -344,10 +341,7 @@ class PartyStore:
         result: list[PlatformRecord] = []
 
         async def write(pipe: Pipeline) -> None:
-            raw = await pipe.hget(self.keys.platforms(), platform_id)
-            if raw is None:
-                raise UnknownPlatformError("that platform is gone")
-            old = decode_platform(raw)
+            old = await self._load(pipe, platform_id)
             new = change(old)
             _multi(pipe)
             removed = set(old.accept_digests) - set(new.accept_digests)
@@ -357,6 +351,13 @@ class PartyStore:
 
         await self._transact(write, self.keys.platforms())
         return result[0]
+
+    async def _load(self, pipe: Pipeline, platform_id: str) -> PlatformRecord:
+        """Read a platform inside a WATCHed transaction; UnknownPlatformError when it is gone."""
+        raw = await pipe.hget(self.keys.platforms(), platform_id)
+        if raw is None:
+            raise UnknownPlatformError("that platform is gone")
+        return decode_platform(raw)
 
     def _put(self, pipe: Pipeline, record: PlatformRecord, *, status_changed: bool) -> PlatformRecord:
         if status_changed:

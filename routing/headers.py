@@ -193,3 +193,10 @@ def authorization_value(token: str, base64_form: bool) -> bytes:
     if base64_form:
         encoded = binascii.b2a_base64(encoded, newline=False)
     return b"Token " + encoded
+
+
+def routing_headers(direction: str, party: PartyKey) -> list[tuple[bytes, bytes]]:
+    """``OCPI-to-*`` (direction "to") or ``OCPI-from-*`` (direction "from") naming one party."""
+    if direction == "to":
+        return [(OCPI_TO_COUNTRY_CODE, party.country_code.encode()), (OCPI_TO_PARTY_ID, party.party_id.encode())]
+    return [(OCPI_FROM_COUNTRY_CODE, party.country_code.encode()), (OCPI_FROM_PARTY_ID, party.party_id.encode())]

@@ -153,13 +153,17 @@ class RoutingTable:
                     return Caller(platform, grant.registered, form, digest, token)
         raise UnauthorizedError("unknown credentials token")
 
-    def check_sender(self, caller: Caller, from_party: PartyKey | None) -> PartyKey:
-        """The OCPI-from party, which must belong to the caller's platform (digest §2.9: no impersonation)."""
+    def admit(self, caller: Caller) -> None:
+        """Functional modules: a registered platform (token C) that is not suspended."""
         if not caller.registered:
             # Token A opens only credentials and versions (§4.1.2).
             raise UnauthorizedError("credentials token A is valid for credentials and versions only")
         if caller.platform.status is ConnectionStatus.SUSPENDED:
             raise ForbiddenError("this platform is suspended at the hub")
+
+    def check_sender(self, caller: Caller, from_party: PartyKey | None) -> PartyKey:
+        """The OCPI-from party, which must belong to the caller's platform (digest §2.9: no impersonation)."""
+        self.admit(caller)
         if from_party is None:
             raise InvalidParametersError("OCPI-from-country-code and OCPI-from-party-id are required")
         if from_party not in caller.platform.parties:
