@@ -95,7 +95,11 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._reset()
 
-    def _reset(self) -> None:
+    def _reset(self, method: str = "") -> None:
+        if getattr(self, "paused", False) and self.transport is not None:
+            self.transport.resume_reading()  # type: ignore[attr-defined]  # a body taken whole left it paused
+        self.head_request = method == "HEAD"
+        self.interim = False
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: collections.deque[bytes] = collections.deque()
@@ -126,7 +130,13 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.head_done and not self.complete and not self.parser.should_keep_alive() and self._length_unknown():
+        if (
+            self.error is None
+            and self.head_done
+            and not self.complete
+            and not self.parser.should_keep_alive()
+            and self._length_unknown()
+        ):
             self.complete = True  # a body delimited by the connection's end (RFC 9112 §6.3)
             self._wake()
         elif not self.complete:
@@ -139,8 +149,19 @@ class Connection(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # An interim answer (100 Continue, 103 Early Hints): the final one follows on this connection.
+            self.interim = True
+            self.headers = []
+            return
+        self.status = status
         self.head_done = True
+        if self.head_request:
+            # A HEAD answer has no body whatever its Content-Length says; httptools cannot be told, so the
+            # exchange ends here and the connection is not reused.
+            self.complete = True
+            self.keep_alive = False
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -152,6 +173,11 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        if self.head_request:
+            return
         self.keep_alive = self.parser.should_keep_alive()
         self.complete = True
         self._wake()
@@ -188,8 +214,8 @@ class Connection(asyncio.Protocol):
         finally:
             self.waiter = None
 
-    def send(self, head: bytes, body: bytes | None) -> None:
-        self._reset()
+    def send(self, method: str, head: bytes, body: bytes | None) -> None:
+        self._reset(method)
         if self.transport is None or self.transport.is_closing():
             raise _Closed("connection closing")
         self.transport.write(head + body if body else head)
@@ -223,12 +249,47 @@ class Connection(asyncio.Protocol):
         return self.complete and self.keep_alive and not self.closed and self.error is None
 
 
+class Budget:
+    """The process-wide cap on open connections, shared by every pool."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self.pools: list[Pool] = []
+
+    def take(self) -> bool:
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def give_back(self) -> None:
+        self.open -= 1
+
+    def evict_idle(self) -> None:
+        """Close the longest-idle connection of any pool; its end frees a place (Pool.forget)."""
+        oldest: Connection | None = None
+        for pool in self.pools:
+            if pool.idle and (oldest is None or pool.idle[0].idle_since < oldest.idle_since):
+                oldest = pool.idle[0]
+        if oldest is not None:
+            oldest.pool.idle.remove(oldest)
+            oldest.abort()
+
+    def wake_any(self) -> None:
+        for pool in self.pools:
+            if pool.waiters:
+                pool._next_waiter()
+                return
+
+
 class Pool:
     """Keep-alive connections to one origin, at most ``limit`` at once; waiters are served in order."""
 
-    def __init__(self, origin: Origin, limit: int, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, origin: Origin, limit: int, ssl_context: ssl.SSLContext | None, budget: Budget) -> None:
         self.origin = origin
         self.limit = limit
+        self.budget = budget
         self.ssl_context = ssl_context
         self.idle: collections.deque[Connection] = collections.deque()
         self.open = 0
@@ -252,7 +313,7 @@ class Pool:
             conn = self.take_idle(loop.time())
             if conn is not None:
                 return conn, True
-            if self.open < self.limit:
+            if self.open < self.limit and self.budget.take():
                 self.open += 1
                 self.in_use += 1
                 try:
@@ -260,12 +321,19 @@ class Pool:
                 except BaseException:
                     self.open -= 1
                     self.in_use -= 1
+                    self.budget.give_back()
                     self._next_waiter()
                     raise
+            if self.open < self.limit:
+                self.budget.evict_idle()  # the process-wide cap is reached: make room from an idle connection
             waiter = loop.create_future()
             self.waiters.append(waiter)
             try:
                 await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._next_waiter()  # woken, then cancelled before it ran: pass the turn on
+                raise
             finally:
                 if not waiter.done():
                     waiter.cancel()
@@ -297,14 +365,21 @@ class Pool:
             self.idle.append(conn)
         else:
             conn.abort()
-        self._next_waiter()
+        if self.waiters:
+            self._next_waiter()
+        elif self.budget.open >= self.budget.limit:
+            self.budget.wake_any()  # another pool may be waiting for room that this idle connection can give
 
     def forget(self, conn: Connection) -> None:
-        """A connection ended (either side): it no longer counts against the limit."""
+        """A connection ended (either side): it no longer counts against the limits."""
         self.open -= 1
         if conn in self.idle:
             self.idle.remove(conn)
-        self._next_waiter()
+        self.budget.give_back()
+        if self.waiters:
+            self._next_waiter()
+        else:
+            self.budget.wake_any()
 
     def _next_waiter(self) -> None:
         while self.waiters:
@@ -341,6 +416,9 @@ class Upstream:
         body = b"".join(conn.chunks)
         conn.chunks.clear()
         conn.buffered = 0
+        if conn.paused and conn.transport is not None:
+            conn.paused = False
+            conn.transport.resume_reading()  # type: ignore[attr-defined]  # see Connection.on_body
         return body
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -382,8 +460,9 @@ class Exchange:
         deadline = loop.time() + self.timeout
         pool = self.pool
         for attempt in (0, 1):
-            conn, reused = pool.take_idle(loop.time()), True
-            if conn is None:  # the common case needs no timer: a warm connection is there
+            # The common case needs no timer: a warm connection is there and nobody queues for it.
+            conn, reused = (None if pool.waiters else pool.take_idle(loop.time())), True
+            if conn is None:
                 try:
                     async with asyncio.timeout_at(deadline):
                         conn, reused = await pool.acquire(self.outbound.connect_timeout)
@@ -392,13 +471,14 @@ class Exchange:
             self.conn = conn
             self.outbound.track(conn, deadline)
             try:
-                conn.send(self.head, self.body)
+                conn.send(self.method, self.head, self.body)
                 await conn.head()
                 return Upstream(conn)
             except _Closed:
+                answered = conn.received_any
                 self._finish()
-                # A reused connection the receiver closed meanwhile: retry once on a fresh one when safe.
-                if attempt == 0 and reused and self.method in IDEMPOTENT:
+                # A reused connection the receiver closed before answering: retry once on a fresh one when safe.
+                if attempt == 0 and reused and not answered and self.method in IDEMPOTENT:
                     continue
                 raise ReceiverUnreachableError("the receiver closed the connection") from None
             except _Expired:
@@ -428,7 +508,7 @@ class Outbound:
     def __init__(self, *, max_connections: int, per_host: int, connect_timeout: float) -> None:
         self.connect_timeout = connect_timeout
         self.per_host = per_host
-        self.max_pools = max_connections
+        self.budget = Budget(max_connections)
         self.pools: dict[tuple[str, int, bool], Pool] = {}
         self._origins: dict[str, tuple[Origin, bytes]] = {}
         self.ssl_context = ssl.create_default_context()
@@ -449,7 +529,9 @@ class Outbound:
 
     def target(self, url: str) -> tuple[Pool, bytes]:
         # URLs share their base per receiver endpoint: cache the origin split by everything before the path.
-        cut = url.find("/", url.find("//") + 2)
+        start = url.find("//") + 2
+        slash, question = url.find("/", start), url.find("?", start)
+        cut = min(i for i in (slash, question) if i >= 0) if slash >= 0 or question >= 0 else -1
         base = url if cut < 0 else url[:cut]
         cached = self._origins.get(base)
         if cached is None:
@@ -464,8 +546,9 @@ class Outbound:
         key = (origin.host, origin.port, origin.tls)
         pool = self.pools.get(key)
         if pool is None:
-            pool = self.pools[key] = Pool(origin, self.per_host, self.ssl_context)
-        path = url[cut:] if cut >= 0 else "/"
+            pool = self.pools[key] = Pool(origin, self.per_host, self.ssl_context, self.budget)
+            self.budget.pools.append(pool)
+        path = "/" if cut < 0 else url[cut:] if url[cut] == "/" else "/" + url[cut:]
         try:
             return pool, path.encode("ascii")
         except UnicodeEncodeError:
