@@ -150,9 +150,10 @@ class HubApp:
                 log.info("hub stopped", extra={"event": "stop"})
                 logs.flush()
 
-    async def _registry_changed(self) -> None:
+    async def _registry_changed(self, platform_id: str) -> None:
+        # This process's own write is visible to its next request at once, not after the change notice.
         if self.runtime is not None:
-            await self.runtime.holder.reload()
+            await self.runtime.holder.apply({platform_id}, 1)
 
     # -- control endpoints ---------------------------------------------------------------------------------
 

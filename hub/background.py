@@ -21,7 +21,6 @@ from hub.forward import gather_limited
 from hub.runtime import Runtime
 from registry.store import REGISTRY_ERRORS
 from routing import errors
-from routing.datetimes import parse_datetime
 from routing.model import ConnectionStatus
 from routing.table import Platform
 
@@ -62,6 +61,8 @@ class Scheduler:
         self.owner = f"{os.getpid()}:{uuid.uuid4().hex}"
         self.ttl_ms = int(rt.settings.lease_ttl * 1000)
         self.tick = min(rt.settings.lease_ttl / 3, max(rt.settings.liveness_interval / 4, 0.05), 1.0)
+        #: How often silent parties are looked for: a quarter of the liveness interval, at most every 30 s.
+        self.probe_interval = max(min(rt.settings.liveness_interval / 4, 30.0), 0.05)
         self.leader = False
         self.next_probe = 0.0
 
@@ -74,7 +75,7 @@ class Scheduler:
                         await self._push_changes()
                         if time.monotonic() >= self.next_probe:
                             await self._check_liveness()
-                            self.next_probe = time.monotonic() + self.tick
+                            self.next_probe = time.monotonic() + self.probe_interval
                 except REGISTRY_ERRORS as exc:
                     self.leader = False
                     log.warning("scheduler: registry unreachable: %s", exc)
@@ -89,10 +90,12 @@ class Scheduler:
 
     async def _push_changes(self) -> None:
         cursor = await self.rt.store.events_cursor()
-        for entry_id, info in await self.rt.store.events_after(cursor):
-            # Push with the routing snapshot at least as new as the change, so a newcomer is included.
-            if self.rt.holder.table.version < await self.rt.store.version():
-                await self.rt.holder.reload()
+        events = await self.rt.store.events_after(cursor)
+        # Push with a routing snapshot at least as new as the changes, so a newcomer is among the recipients;
+        # the snapshot catches up within a poll interval, so a lagging one only postpones this round.
+        if events and self.rt.holder.table.version < await self.rt.store.version():
+            return
+        for entry_id, info in events:
             await self.clientinfo.push(info)
             if not await self.rt.store.advance_cursor(self.owner, entry_id):
                 self.leader = False  # lost the lease mid-way: the new holder continues from the cursor
@@ -106,7 +109,7 @@ class Scheduler:
         for platform in self.rt.holder.table.platforms.values():
             if not platform.registered or platform.status not in (ConnectionStatus.CONNECTED, ConnectionStatus.OFFLINE):
                 continue
-            record_since = await self._status_since(platform)
+            record_since = platform.status_since
             last = seen.get(platform.id, 0.0)
             if platform.status is ConnectionStatus.OFFLINE and last > record_since:
                 await self.rt.store.set_liveness(platform.id, True)  # traffic is a sign of life
@@ -114,12 +117,6 @@ class Scheduler:
                 probes.append(self._probe(platform))
         if probes:
             await gather_limited(PROBE_CONCURRENCY, probes)
-
-    async def _status_since(self, platform: Platform) -> float:
-        record = await self.rt.store.get(platform.id)
-        if record is None:
-            return time.time()
-        return parse_datetime(record.status_since).timestamp()
 
     async def _probe(self, platform: Platform) -> None:
         """GET the party's versions endpoint: it has no side effects and every party has it (§15.2.3)."""

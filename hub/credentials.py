@@ -10,7 +10,7 @@ Must not: route functional modules, or write Redis except through registry/store
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -214,7 +214,12 @@ class CredentialsService:
     """Credentials GET/POST/PUT/DELETE for authenticated callers."""
 
     def __init__(
-        self, store: PartyStore, outbound: Outbound, identity: HubIdentity, timeout: float, on_change: Callable[[], Any]
+        self,
+        store: PartyStore,
+        outbound: Outbound,
+        identity: HubIdentity,
+        timeout: float,
+        on_change: Callable[[str], Awaitable[None]],
     ) -> None:
         self.store = store
         self.outbound = outbound
@@ -248,14 +253,14 @@ class CredentialsService:
             )
         except StaleTokenError as exc:
             raise errors.UnauthorizedError(str(exc)) from None
-        await self.on_change()
+        await self.on_change(record.id)
         return record, self.identity.credentials(token_c)
 
     async def unregister(self, caller: Caller) -> None:
         if not caller.registered:
             raise errors.MethodNotAllowedError("not registered")
         await self.store.unregister(caller.platform.id)
-        await self.on_change()
+        await self.on_change(caller.platform.id)
 
 
 async def connect(

@@ -8,6 +8,7 @@ Must not: be awaited by a request; the hot path only reads ``holder.table``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 
@@ -15,24 +16,29 @@ from redis.exceptions import RedisError
 
 from registry.codec import PlatformRecord
 from registry.store import PartyStore, Snapshot
+from routing.datetimes import parse_datetime
 from routing.headers import authorization_value
 from routing.model import InterfaceRole, ModuleID, PartyKey, TokenForm
 from routing.table import Platform, RoutingTable, TokenGrant
 
 log = logging.getLogger(__name__)
 
-#: A full reload even when no version change was seen: the safety net under the safety net.
-FULL_RELOAD_INTERVAL = 60.0
+#: A full reload even when no change was missed: the safety net under the version check.
+FULL_RELOAD_INTERVAL = 300.0
+#: Change notices taken in one go before the snapshot is patched.
+MAX_BATCH = 512
 _MODULES = {m.value: m for m in ModuleID}
 _ROLES = {r.value: r for r in InterfaceRole}
+#: One shared (module, role) key object per pair instead of a new tuple per endpoint of every platform.
+_KEYS = {(m.value, r.value): (m, r) for m in ModuleID for r in InterfaceRole}
 
 
 def build_platform(record: PlatformRecord) -> Platform:
     endpoints = {}
     for e in record.endpoints:
-        module, role = _MODULES.get(e.identifier), _ROLES.get(e.role)
-        if module is not None and role is not None:
-            endpoints[(module, role)] = e.url
+        key = _KEYS.get((e.identifier, e.role))
+        if key is not None:
+            endpoints[key] = e.url
     auth = authorization_value(record.token_b, record.token_form is TokenForm.BASE64) if record.token_b else b""
     return Platform(
         id=record.id,
@@ -43,6 +49,8 @@ def build_platform(record: PlatformRecord) -> Platform:
         auth_header=auth,
         versions_url=record.versions_url,
         registered=record.registered,
+        status_since=parse_datetime(record.status_since).timestamp(),
+        digests=tuple(bytes.fromhex(d) for d in record.accept_digests),
     )
 
 
@@ -57,7 +65,12 @@ def build_table(snapshot: Snapshot, hub: PartyKey) -> RoutingTable:
 
 
 class SnapshotHolder:
-    """Holds the current RoutingTable; ``run()`` keeps it fresh until cancelled."""
+    """Holds the current RoutingTable; ``run()`` keeps it fresh until cancelled.
+
+    A change notice names the platform it touched, so a change costs one platform's read and a patched copy
+    of the table; a gap in versions (a lost notice, another process's write we did not hear of) costs a full
+    reload, as does the periodic safety reload.
+    """
 
     def __init__(self, store: PartyStore, hub: PartyKey, poll_interval: float) -> None:
         self.store = store
@@ -67,15 +80,37 @@ class SnapshotHolder:
         self.loaded = False
         self.loaded_at = 0.0
         self.reachable = False
-        self._changed = asyncio.Event()
 
     async def reload(self) -> None:
+        """Rebuild the whole table from Redis."""
         snapshot = await self.store.snapshot()
-        self.table = build_table(snapshot, self.hub)
+        # Building allocates one object graph that lives until the next reload; collecting garbage in the
+        # middle of it only walks that graph again and again (most of a large reload's time).
+        gc.disable()
+        try:
+            table = build_table(snapshot, self.hub)
+        finally:
+            gc.enable()
+        self._swap(table)
+        log.debug("snapshot version %d loaded (%d platforms)", snapshot.version, len(snapshot.platforms))
+
+    async def apply(self, platform_ids: set[str], notices: int) -> None:
+        """Patch in the platforms ``notices`` change notices named; a full reload when that cannot be exact."""
+        version, records = await self.store.platforms_at(sorted(platform_ids))
+        current = self.table.version
+        if version <= current:
+            return  # already applied (this process's own write)
+        if version - current > notices:
+            await self.reload()  # a change we have no notice of
+            return
+        changed = {pid: (None if record is None else build_platform(record)) for pid, record in records.items()}
+        self._swap(self.table.patched(version, changed))
+
+    def _swap(self, table: RoutingTable) -> None:
+        self.table = table
         self.loaded = True
         self.reachable = True
         self.loaded_at = time.time()
-        log.debug("snapshot version %d loaded (%d platforms)", snapshot.version, len(snapshot.platforms))
 
     async def run(self) -> None:
         backoff = 0.1
@@ -86,9 +121,19 @@ class SnapshotHolder:
                 await self.reload()
                 backoff = 0.1
                 while True:
-                    await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.poll_interval)
-                    stale = time.time() - self.loaded_at > FULL_RELOAD_INTERVAL
-                    if stale or await self.store.version() != self.table.version:
+                    ids: set[str] = set()
+                    notices = 0
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.poll_interval)
+                    while message is not None and notices < MAX_BATCH:
+                        notices += 1
+                        data = message.get("data")
+                        ids.add(data.decode() if isinstance(data, bytes) else str(data))
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+                    if time.time() - self.loaded_at > FULL_RELOAD_INTERVAL:
+                        await self.reload()
+                    elif notices:
+                        await self.apply(ids, notices)
+                    elif await self.store.version() != self.table.version:
                         await self.reload()
             except (RedisError, OSError) as exc:
                 self.reachable = False

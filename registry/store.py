@@ -119,6 +119,16 @@ class PartyStore:
             tokens={_text(k): _text(v) for k, v in tokens.items()},
         )
 
+    async def platforms_at(self, platform_ids: list[str]) -> tuple[int, dict[str, PlatformRecord | None]]:
+        """Some platforms and the registry version they are current at (one consistent read)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.version())
+            pipe.hmget(self.keys.platforms(), platform_ids)
+            version, raws = await pipe.execute()
+        return int(version or 0), {
+            pid: (None if raw is None else decode_platform(raw)) for pid, raw in zip(platform_ids, raws, strict=True)
+        }
+
     async def platforms(self) -> list[PlatformRecord]:
         raw = await self.redis.hgetall(self.keys.platforms())
         return sorted((decode_platform(v) for v in raw.values()), key=lambda p: (p.created, p.id))
@@ -270,7 +280,7 @@ class PartyStore:
             pipe.hdel(self.keys.platforms(), platform_id)
             pipe.hdel(self.keys.last_seen(), platform_id)
             self._status_changed(pipe, gone)
-            self._bump(pipe)
+            self._bump(pipe, platform_id)
             result.append(old)
 
         await self._transact(write, self.keys.platforms())
@@ -290,7 +300,7 @@ class PartyStore:
             pipe.hdel(self.keys.parties(), *sorted({str(r.party) for r in old.roles}))
             pipe.hdel(self.keys.platforms(), platform_id)
             pipe.hdel(self.keys.clientinfo(), *sorted(f"{r.party}:{r.role.value}" for r in old.roles))
-            self._bump(pipe)
+            self._bump(pipe, platform_id)
 
         await self._transact(write, self.keys.platforms())
 
@@ -364,7 +374,7 @@ class PartyStore:
             record = record.with_changes(status_since=_now())
             self._status_changed(pipe, record)
         pipe.hset(self.keys.platforms(), record.id, encode_platform(record))
-        self._bump(pipe)
+        self._bump(pipe, record.id)
         return record
 
     def _status_changed(self, pipe: Pipeline, record: PlatformRecord) -> None:
@@ -373,9 +383,10 @@ class PartyStore:
         for info in infos:
             pipe.xadd(self.keys.events(), {"clientinfo": encode_clientinfo(info)}, maxlen=EVENTS_MAXLEN)
 
-    def _bump(self, pipe: Pipeline) -> None:
+    def _bump(self, pipe: Pipeline, platform_id: str) -> None:
+        """Every write: one version step and one notice naming the platform it touched (registry/snapshot.py)."""
         pipe.incr(self.keys.version())
-        pipe.publish(self.keys.changes(), b"1")
+        pipe.publish(self.keys.changes(), platform_id)
 
     async def _transact(self, write: Callable[[Pipeline], Any], *watch: str) -> None:
         for _ in range(_MAX_RETRIES):

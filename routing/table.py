@@ -39,7 +39,7 @@ BROADCAST_AUDIENCE: Final[Mapping[Role, frozenset[Role]]] = {
 
 
 #: Bound of the per-snapshot cache of authenticated Authorization values.
-MAX_CACHED_CALLERS: Final = 10_000
+MAX_CACHED_CALLERS: Final = 100_000
 
 
 def token_digest(token: bytes) -> bytes:
@@ -59,6 +59,10 @@ class Platform:
     auth_header: bytes
     versions_url: str
     registered: bool
+    #: When the status last changed (epoch seconds): liveness compares it with the last sign of life.
+    status_since: float = 0.0
+    #: SHA-256 digests of the tokens the hub accepts from it (for patching the token index on a change).
+    digests: tuple[bytes, ...] = ()
     parties: frozenset[PartyKey] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -117,12 +121,35 @@ class RoutingTable:
     hub: PartyKey
     platforms: Mapping[str, Platform]
     tokens: Mapping[bytes, TokenGrant]
-    parties: Mapping[PartyKey, Platform] = field(init=False)
+    #: Derived from ``platforms`` when not given (``patched`` passes it to avoid an O(n) rebuild).
+    parties: Mapping[PartyKey, Platform] = field(default_factory=dict)
     #: Authorization header value → Caller, filled as known tokens are seen; dies with this snapshot.
     _callers: dict[bytes, Caller] = field(init=False, default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "parties", {party: p for p in self.platforms.values() for party in p.parties})
+        if not self.parties and self.platforms:
+            object.__setattr__(self, "parties", {party: p for p in self.platforms.values() for party in p.parties})
+
+    def patched(self, version: int, changed: Mapping[str, Platform | None]) -> RoutingTable:
+        """A new table with some platforms replaced (or removed, None): O(changed) work plus dict copies."""
+        platforms = dict(self.platforms)
+        tokens = dict(self.tokens)
+        parties = dict(self.parties)
+        for platform_id, new in changed.items():
+            old = platforms.pop(platform_id, None)
+            if old is not None:
+                for digest in old.digests:
+                    tokens.pop(digest, None)
+                for party in old.parties:
+                    if parties.get(party) is old:
+                        del parties[party]
+            if new is not None:
+                platforms[platform_id] = new
+                for digest in new.digests:
+                    tokens[digest] = TokenGrant(platform_id, digest, new.registered)
+                for party in new.parties:
+                    parties[party] = new
+        return RoutingTable(version=version, hub=self.hub, platforms=platforms, tokens=tokens, parties=parties)
 
     @classmethod
     def empty(cls, hub: PartyKey) -> RoutingTable:

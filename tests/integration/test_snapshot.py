@@ -1,0 +1,63 @@
+"""The routing snapshot against a real Redis: patched on change notices, rebuilt on a gap, never behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from registry.snapshot import SnapshotHolder
+from registry.store import PartyStore
+from routing.model import ConnectionStatus, PartyKey, PartyRole
+from tests.support.fake_party import wait_until
+
+pytestmark = pytest.mark.integration
+
+HUB = PartyKey("ZZ", "HUB")
+
+
+@pytest.fixture
+async def holder(store: PartyStore) -> AsyncIterator[SnapshotHolder]:
+    holder = SnapshotHolder(store, HUB, poll_interval=0.05)
+    task = asyncio.create_task(holder.run())
+    await wait_until(lambda: holder.loaded, 5, "first load")
+    yield holder
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_changes_are_patched_in(holder: SnapshotHolder, store: PartyStore) -> None:
+    first = holder.table
+    record, _ = await store.declare([PartyRole.parse("NL:AAA:CPO")], "a")
+    await wait_until(lambda: PartyKey("NL", "AAA") in holder.table.parties, 2, "the new party")
+    assert holder.table.version == await store.version()
+    assert first.parties == {}  # the old table is untouched: tables are immutable
+    await store.suspend(record.id)
+    await wait_until(lambda: holder.table.platforms[record.id].status is ConnectionStatus.SUSPENDED, 2, "suspend")
+    token_digests = set(holder.table.tokens)
+    await store.remove(record.id)
+    await wait_until(lambda: record.id not in holder.table.platforms, 2, "removal")
+    assert PartyKey("NL", "AAA") not in holder.table.parties
+    assert not token_digests & set(holder.table.tokens)  # its token A no longer opens anything
+
+
+async def test_a_change_without_notice_is_caught(holder: SnapshotHolder, store: PartyStore) -> None:
+    record, _ = await store.declare([PartyRole.parse("NL:BBB:CPO")], "b")
+    await wait_until(lambda: PartyKey("NL", "BBB") in holder.table.parties, 2, "the new party")
+    # A write that bumps the version but whose notice is lost (e.g. published during a reconnect).
+    raw = await store.redis.hget(store.keys.platforms(), record.id)
+    assert isinstance(raw, bytes)
+    await store.redis.hset(store.keys.platforms(), record.id, raw.replace(b'"name":"b"', b'"name":"renamed"'))
+    await store.redis.incr(store.keys.version())
+    await wait_until(lambda: holder.table.platforms[record.id].name == "renamed", 2, "the unannounced change")
+    assert holder.table.version == await store.version()
+
+
+async def test_own_writes_apply_at_once(holder: SnapshotHolder, store: PartyStore) -> None:
+    record, _ = await store.declare([PartyRole.parse("NL:CCC:CPO")], "c")
+    await holder.apply({record.id}, 1)
+    assert PartyKey("NL", "CCC") in holder.table.parties
+    before = holder.table
+    await holder.apply({record.id}, 1)  # the notice arriving afterwards changes nothing
+    assert holder.table is before
