@@ -117,7 +117,8 @@ def _ms(text: str) -> float:
 def run_wrk(request: Request, connections: int, seconds: float, pids: list[int], threads: int = 1) -> Load:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_lua(request))
-    args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", script.name]
+    duration = max(1, round(seconds))  # wrk takes whole seconds
+    args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency", "-s", script.name]
     with ResourceSampler(pids) as sampler:
         out = subprocess.run([*args, request.url], capture_output=True, text=True, check=True).stdout
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]  # wrk always prints it
@@ -129,7 +130,7 @@ def run_wrk(request: Request, connections: int, seconds: float, pids: list[int],
     errors = int(errors_match.group(1)) if errors_match else 0
     if socket_errors:
         errors += sum(int(g) for g in socket_errors.groups())
-    return Load(total, seconds, rps, p50, p99, errors, sampler.cpu_used, sampler.peak / 2**20, "wrk")
+    return Load(total, duration, rps, p50, p99, errors, sampler.cpu_used, sampler.peak / 2**20, "wrk")
 
 
 def run_python(request: Request, connections: int, seconds: float, pids: list[int]) -> Load:
