@@ -125,20 +125,26 @@ async def end_to_end(config: Config) -> dict[str, Any]:
                     routed_headers(hub1.cpo_token, ("BE", "EMP"), ("NL", "CPO")),
                     PUT_BODY,
                 )
-                redis_before = await topology.redis_calls(hub1)
-                for _ in range(config.repeats):
+                # Redis commands the hub sends while idle (snapshot polls, lease, liveness) and under load: the
+                # difference, per routed request, is what the hot path costs Redis (the design says: nothing).
+                idle_before = await topology.redis_calls(hub1)
+                await asyncio.sleep(config.seconds)
+                idle = await topology.redis_calls(hub1) - idle_before
+                for round_ in range(config.repeats):
                     measure(config, scenario("direct GET"), direct_get, [])
                     measure(config, scenario("naive proxy GET (1 worker)"), naive_get, [naive_pid])
+                    load_before = await topology.redis_calls(hub1)
                     measure(config, scenario("hub GET (1 worker)"), hub_get, hub1.hub_pids)
+                    if round_ == 0:
+                        loaded = await topology.redis_calls(hub1) - load_before
+                        run = scenario("hub GET (1 worker)").runs[-1]
+                        info["redis_idle_commands_per_s"] = round(idle / config.seconds, 2)
+                        info["redis_load_commands_per_s"] = round(loaded / (run.seconds + config.warmup), 2)
+                        extra = loaded - idle * (run.seconds + config.warmup) / config.seconds
+                        info["redis_commands_per_1k_routed"] = round(max(extra, 0.0) / max(run.requests, 1) * 1000, 3)
                     measure(config, scenario("direct PUT 1.5 KB"), direct_put, [])
                     measure(config, scenario("naive proxy PUT 1.5 KB"), naive_put, [naive_pid])
                     measure(config, scenario("hub PUT 1.5 KB (1 worker)"), hub_put, hub1.hub_pids)
-                redis_after = await topology.redis_calls(hub1)
-                hub_requests = sum(r.requests for r in scenario("hub GET (1 worker)").runs)
-                hub_requests += sum(r.requests for r in scenario("hub PUT 1.5 KB (1 worker)").runs)
-                info["redis_commands_per_1k_routed"] = round(
-                    (redis_after - redis_before) / max(hub_requests, 1) * 1000, 3
-                )
                 # Latency at one connection: what the hub adds to a request.
                 measure(config, scenario("direct GET, 1 connection"), direct_get, [], connections=1)
                 measure(config, scenario("hub GET, 1 connection (1 worker)"), hub_get, hub1.hub_pids, connections=1)
@@ -194,6 +200,10 @@ def render(
         f"- load generator: {tool}, {config.connections} connections, {config.seconds:g} s per run after "
         f"{config.warmup:g} s warm-up, median of {config.repeats} interleaved runs",
     ]
+    lines.append(
+        f"- Redis commands the hub sends: {info['redis_idle_commands_per_s']}/s idle (snapshot polls, lease, liveness),"
+        f" {info['redis_load_commands_per_s']}/s under routed load"
+    )
     if "generator_ceiling_rps" in info:
         lines.append(
             f"- Python load generator ceiling (against the stub directly): {info['generator_ceiling_rps']} req/s"
@@ -221,10 +231,10 @@ def render(
         ("hub ÷ direct, routed GET", hub1 / s["direct GET"].rps, "(info)", True),
         ("hub-added p50 latency at 1 connection (ms)", added, "≤ 1", added <= 1.0),
         (
-            "Redis commands per 1k routed requests (background polls only)",
+            "Redis commands per 1k routed requests, beyond the idle background rate",
             info["redis_commands_per_1k_routed"],
             "≈ 0",
-            info["redis_commands_per_1k_routed"] < 5,
+            info["redis_commands_per_1k_routed"] < 1,
         ),
         ("snapshot memory, 10k parties (MB)", _scale_mem(scale, 10_000), "≤ 50", _scale_mem(scale, 10_000) <= 50),
         (

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from itertools import count
 
+from hub import logs
 from hub.forward import gather_limited
 from hub.runtime import Runtime, new_request_id
 from routing import headers as h
@@ -102,19 +103,18 @@ class Broadcaster:
         except OcpiError:
             outcome = "error"
         self.rt.metrics.deliveries[(module.value, outcome)].inc()
-        log.info(
+        logs.event(
+            log,
             "broadcast delivery",
-            extra={
-                "fields": {
-                    "event": "broadcast_delivery",
-                    "correlation_id": push.correlation_id.decode("ascii"),
-                    "request_id_out": request_id.decode("ascii"),
-                    "to": str(recipient.party),
-                    "module": module.value,
-                    "method": push.method,
-                    "status": status,
-                    "outcome": outcome,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                }
+            {
+                "event": "broadcast_delivery",
+                "correlation_id": push.correlation_id.decode("ascii"),
+                "request_id_out": request_id.decode("ascii"),
+                "to": str(recipient.party),
+                "module": module.value,
+                "method": push.method,
+                "status": status,
+                "outcome": outcome,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             },
         )

@@ -103,26 +103,22 @@ class BatchingHandler(logging.Handler):
         super().close()
 
 
-_ACCESS: Final = logging.getLogger("ocpihub.access")
-
-
-def access(message: str, fields: dict[str, Any]) -> None:
-    """One access line (INFO on ``ocpihub.access``), the same JSON the formatter writes.
+def event(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
+    """One INFO line per request or delivery, the same JSON the formatter writes.
 
     When the hub's own batching handler is the only one, the line is built straight from ``fields`` without a
-    LogRecord — the access log is on the hot path. Any other set-up (a test's capture handler, a handler on
-    the access logger) gets an ordinary record.
+    LogRecord — these lines are on the hot path. Any other set-up (a test's capture handler, a handler on the
+    logger itself) gets an ordinary record.
     """
-    if not _ACCESS.isEnabledFor(logging.INFO):
+    if not logger.isEnabledFor(logging.INFO):
         return
     handlers = logging.root.handlers
-    if len(handlers) == 1 and type(handlers[0]) is BatchingHandler and not _ACCESS.handlers:
-        created = time.time()
-        line = {"time": _Clock.format(created), "level": "info", "logger": _ACCESS.name, "message": message}
+    if len(handlers) == 1 and type(handlers[0]) is BatchingHandler and not logger.handlers:
+        line = {"time": _Clock.format(time.time()), "level": "info", "logger": logger.name, "message": message}
         line.update(fields)
         handlers[0].append(orjson.dumps(line, default=str).decode())
     else:
-        _ACCESS.info(message, extra={"fields": fields})
+        logger.info(message, extra={"fields": fields})
 
 
 def flush() -> None:

@@ -434,7 +434,8 @@ class Proxy:
             outcome = "server_error" if ex.status >= 500 else "client_error" if ex.status >= 400 else "ok"
         module = ex.module if ex.module in _MODULE_LABELS else "relay"
         self.rt.metrics.requests[(module, ex.interface, outcome)].inc()
-        logs.access(
+        logs.event(
+            log,
             "routed",
             {
                 "event": "request",
