@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: A full reload even when no change was missed: the safety net under the version check.
 FULL_RELOAD_INTERVAL = 300.0
+#: Registries larger than this are rebuilt in a worker thread.
+THREADED_RELOAD = 2_000
 #: Change notices taken in one go before the snapshot is patched.
 MAX_BATCH = 512
 _MODULES = {m.value: m for m in ModuleID}
@@ -64,6 +66,16 @@ def build_table(snapshot: Snapshot, hub: PartyKey) -> RoutingTable:
     return RoutingTable(version=snapshot.version, hub=hub, platforms=platforms, tokens=tokens)
 
 
+def _build_quietly(snapshot: Snapshot, hub: PartyKey) -> RoutingTable:
+    # Building allocates one object graph that lives until the next reload; collecting garbage in the
+    # middle of it only walks that graph again and again (most of a large reload's time).
+    gc.disable()
+    try:
+        return build_table(snapshot, hub)
+    finally:
+        gc.enable()
+
+
 class SnapshotHolder:
     """Holds the current RoutingTable; ``run()`` keeps it fresh until cancelled.
 
@@ -84,13 +96,11 @@ class SnapshotHolder:
     async def reload(self) -> None:
         """Rebuild the whole table from Redis."""
         snapshot = await self.store.snapshot()
-        # Building allocates one object graph that lives until the next reload; collecting garbage in the
-        # middle of it only walks that graph again and again (most of a large reload's time).
-        gc.disable()
-        try:
-            table = build_table(snapshot, self.hub)
-        finally:
-            gc.enable()
+        if len(snapshot.platforms) > THREADED_RELOAD:
+            # Large registries take seconds to build: off the event loop, so requests keep being served.
+            table = await asyncio.to_thread(_build_quietly, snapshot, self.hub)
+        else:
+            table = _build_quietly(snapshot, self.hub)
         self._swap(table)
         log.debug("snapshot version %d loaded (%d platforms)", snapshot.version, len(snapshot.platforms))
 
@@ -108,6 +118,9 @@ class SnapshotHolder:
 
     def _swap(self, table: RoutingTable) -> None:
         self.table = table
+        # The table lives until the next change and holds no reference cycles (freed by reference counting):
+        # keep the cyclic collector from walking it over and over, which costs seconds at 100k parties.
+        gc.freeze()
         self.loaded = True
         self.reachable = True
         self.loaded_at = time.time()
@@ -118,7 +131,9 @@ class SnapshotHolder:
             pubsub = self.store.redis.pubsub()
             try:
                 await pubsub.subscribe(self.store.keys.changes())
-                await self.reload()
+                # Subscribed first, then compared: a change made in between is in the table or in a notice.
+                if not self.loaded or await self.store.version() != self.table.version:
+                    await self.reload()
                 backoff = 0.1
                 while True:
                     ids: set[str] = set()
