@@ -53,7 +53,8 @@ class Settings:
         metadata=_help("Base URL parties reach the hub at (default http://{host}:{port}); used in every URL it gives."),
     )
     redis_url: str = field(
-        default="", metadata=_help("redis://, rediss:// or unix:// URL of the registry; empty: an embedded Redis.")
+        default="",
+        metadata=_help("redis://, rediss://, unix:// or redis+sentinel:// URL of the registry; empty: embedded Redis."),
     )
     data_dir: str = field(default="./.ocpi-hub", metadata=_help("Where the embedded Redis keeps its data."))
     country_code: str = field(default="ZZ", metadata=_help("The hub's own OCPI country code (role HUB)."))
@@ -227,8 +228,8 @@ def _check(values: dict[str, Any], problems: list[str]) -> None:
     if isinstance(pid, str) and not _PID.fullmatch(pid):
         problems.append("party_id: must be three letters or digits (OCPI CiString(3))")
     url = values.get("redis_url")
-    if isinstance(url, str) and url and not url.startswith(("redis://", "rediss://", "unix://")):
-        problems.append("redis_url: must start with redis://, rediss:// or unix://")
+    if isinstance(url, str) and url and not url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+        problems.append("redis_url: must start with redis://, rediss://, unix:// or redis+sentinel://")
     public = values.get("public_url")
     if isinstance(public, str) and public and not public.startswith(("http://", "https://")):
         problems.append("public_url: must start with http:// or https://")

