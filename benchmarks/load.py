@@ -31,6 +31,8 @@ class Load:
     cpu_seconds: float
     peak_rss_mb: float
     tool: str
+    #: Share of the whole machine's CPU time that was busy during the run (all processes, kernel included).
+    machine_busy: float = 0.0
 
     @property
     def cpu_per_10k(self) -> float:
@@ -55,13 +57,14 @@ class ResourceSampler:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _all(self) -> list[psutil.Process]:
-        out = []
+        found: dict[int, psutil.Process] = {}
         for proc in self.processes:
             try:
-                out += [proc, *proc.children(recursive=True)]
+                for each in (proc, *proc.children(recursive=True)):
+                    found.setdefault(each.pid, each)  # a pid given and also a child of another: count it once
             except psutil.NoSuchProcess:
                 continue
-        return out
+        return list(found.values())
 
     def _cpu(self) -> float:
         total = 0.0
@@ -84,6 +87,7 @@ class ResourceSampler:
             self.peak = max(self.peak, rss)
 
     def __enter__(self) -> ResourceSampler:
+        self.machine_start = psutil.cpu_times()
         self.cpu_start = self._cpu()
         self._thread.start()
         return self
@@ -92,6 +96,10 @@ class ResourceSampler:
         self._stop.set()
         self._thread.join()
         self.cpu_used = self._cpu() - self.cpu_start
+        end = psutil.cpu_times()
+        total = sum(end) - sum(self.machine_start)
+        idle = (end.idle + end.iowait) - (self.machine_start.idle + self.machine_start.iowait)
+        self.machine_busy = 1 - idle / total if total > 0 else 0.0
 
 
 def have_wrk() -> bool:
@@ -130,7 +138,9 @@ def run_wrk(request: Request, connections: int, seconds: float, pids: list[int],
     errors = int(errors_match.group(1)) if errors_match else 0
     if socket_errors:
         errors += sum(int(g) for g in socket_errors.groups())
-    return Load(total, duration, rps, p50, p99, errors, sampler.cpu_used, sampler.peak / 2**20, "wrk")
+    return Load(
+        total, duration, rps, p50, p99, errors, sampler.cpu_used, sampler.peak / 2**20, "wrk", sampler.machine_busy
+    )
 
 
 def run_python(request: Request, connections: int, seconds: float, pids: list[int]) -> Load:
@@ -159,13 +169,29 @@ def run_python(request: Request, connections: int, seconds: float, pids: list[in
             await asyncio.gather(*(worker(session, started + seconds) for _ in range(connections)))
             return time.monotonic() - started
 
+    # Its own thread and event loop: the caller may be inside a running loop (benchmarks/run.py is).
+    result: list[float] = []
+    runner = threading.Thread(target=lambda: result.append(asyncio.run(main())))
     with ResourceSampler(pids) as sampler:
-        elapsed = asyncio.run(main())
+        runner.start()
+        runner.join()
+    elapsed = result[0]
     latencies.sort()
     n = len(latencies)
     p50 = latencies[n // 2] * 1000 if n else float("nan")
     p99 = latencies[min(n - 1, int(n * 0.99))] * 1000 if n else float("nan")
-    return Load(n, elapsed, n / elapsed, p50, p99, errors, sampler.cpu_used, sampler.peak / 2**20, "python")
+    return Load(
+        n,
+        elapsed,
+        n / elapsed,
+        p50,
+        p99,
+        errors,
+        sampler.cpu_used,
+        sampler.peak / 2**20,
+        "python",
+        sampler.machine_busy,
+    )
 
 
 def run_load(request: Request, connections: int, seconds: float, pids: list[int], prefer_wrk: bool = True) -> Load:

@@ -212,15 +212,16 @@ def render(
         "",
         "## End to end (loopback, 1.5 KB OCPI Location)",
         "",
-        "| scenario | req/s | p50 ms | p99 ms | server CPU s / 10k req | peak RSS MB | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| scenario | req/s | p50 ms | p99 ms | server CPU s / 10k req | peak RSS MB | machine CPU busy | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, sc in s.items():
         errors = sum(r.errors for r in sc.runs)
         cpu = "-" if name.startswith("direct") else f"{sc.median('cpu_per_10k'):.2f}"
         rss = "-" if name.startswith("direct") else f"{max(r.peak_rss_mb for r in sc.runs):.0f}"
         p50, p99 = sc.median("p50_ms"), sc.median("p99_ms")
-        lines.append(f"| {name} | {sc.rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu} | {rss} | {errors} |")
+        busy = f"{sc.median('machine_busy') * 100:.0f} %"
+        lines.append(f"| {name} | {sc.rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu} | {rss} | {busy} | {errors} |")
     hub1, naive, hub2 = s["hub GET (1 worker)"].rps, s["naive proxy GET (1 worker)"].rps, s["hub GET (2 workers)"].rps
     added = s["hub GET, 1 connection (1 worker)"].median("p50_ms") - s["direct GET, 1 connection"].median("p50_ms")
     put_ratio = s["hub PUT 1.5 KB (1 worker)"].rps / s["naive proxy PUT 1.5 KB"].rps
