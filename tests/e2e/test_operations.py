@@ -706,3 +706,40 @@ async def test_sigterm_lets_requests_in_flight_finish_and_exits_0(
         assert reply.json()["data"] == {"answered_by": "cpo", "correlation": f"drain-{index}"}
     assert all(done > signalled for _, done in answers)  # they were really in flight when the signal came
     assert code == 0, f"exit status {code} {exited:.1f} s after SIGTERM\n{hub.log_tail()}"
+
+
+async def test_sigterm_finishes_accepted_broadcasts(
+    tmp_path: Path, redis_url: str, keys: RegistryKeys, store: PartyStore
+) -> None:
+    """A fan-out accepted before SIGTERM is delivered, not dropped (bounded by the drain time)."""
+    cpo, emsp = cpo_party(), emsp_party(EMSP_A, "emsp")
+    delivered: list[float] = []
+
+    async def slow(_received: Received) -> Response:
+        await asyncio.sleep(1.0)
+        delivered.append(time.monotonic())
+        return ocpi()
+
+    emsp.responder = slow
+    async with parties(cpo, emsp), httpx.AsyncClient(timeout=30) as client:
+        tokens = [await declare(store, p) for p in (cpo, emsp)]
+        async with serving(tmp_path, keys, redis_url, "--drain-time", str(DRAIN)) as hub:
+            await hub.wait_ready(20.0)
+            for party, token_a in zip((cpo, emsp), tokens, strict=True):
+                await register(hub, party, token_a)
+            reply = await client.put(
+                hub.url("/ocpi/2.2.1/receiver/locations/NL/CPO/L1"),
+                headers=cpo.headers_to(("ZZ", "HUB")),
+                content=b"{}",
+            )
+            assert reply.json()["status_code"] == 1000
+            await wait_until(lambda: bool(emsp.received), 5.0, "the copy to reach the eMSP")
+            signalled = time.monotonic()
+            hub.process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(hub.process.wait(), DRAIN + 5.0)
+    assert code == 0
+    assert len(delivered) == 1
+    assert delivered[0] > signalled  # answered after the signal: the hub waited for it
+    log = hub.log.read_text()
+    assert '"event":"broadcast_delivery"' in log
+    assert '"outcome":"ok"' in log
