@@ -114,6 +114,12 @@ class RequestHeaders:
     from_party: PartyKey | None
     content_length: int | None
     passthrough: list[tuple[bytes, bytes]]
+    #: What was wrong with the other headers; raised once the caller is authenticated (``check``).
+    problem: InvalidParametersError | None = None
+
+    def check(self) -> None:
+        if self.problem is not None:
+            raise self.problem
 
 
 _AUTHORIZATION, _REQUEST_ID, _CONTENT_LENGTH, _CORRELATION_ID, _TO_CC, _TO_PID, _FROM_CC, _FROM_PID = range(8)
@@ -131,15 +137,27 @@ _SLOTS: Final = {
 
 
 def parse_request_headers(raw: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
-    """One pass over ASGI headers (names already lowercase). Raises InvalidParametersError on bad values."""
+    """``read_request_headers`` that raises InvalidParametersError at once on a bad value."""
+    parsed = read_request_headers(raw)
+    parsed.check()
+    return parsed
+
+
+def read_request_headers(raw: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
+    """One pass over ASGI headers (names already lowercase); a bad value is kept in ``problem``."""
     found: list[bytes | None] = [None] * 8
     passthrough: list[tuple[bytes, bytes]] = []
     slots = _SLOTS
+    repeated = ""
     for name, value in raw:
         slot = slots.get(name)
         if slot is None:
             if name not in NOT_FORWARDED:
                 passthrough.append((name, value))
+        elif found[slot] is not None:
+            # A repeated routing, id or token header: the hub would check one copy and a receiver might read
+            # the other (impersonation), so it is refused.
+            repeated = name.decode("latin-1")
         elif slot >= _CORRELATION_ID:
             if slot == _CORRELATION_ID and not value:
                 continue  # an empty one counts as missing: the hub creates one and forwards that
@@ -148,17 +166,29 @@ def parse_request_headers(raw: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
         else:
             found[slot] = value
     length = found[_CONTENT_LENGTH]
-    if length is not None and not length.isdigit():
-        raise InvalidParametersError("Content-Length must be a number")
-    return RequestHeaders(
+    parsed = RequestHeaders(
         authorization=found[_AUTHORIZATION],
-        request_id=_request_id(found[_REQUEST_ID], "X-Request-ID"),
-        correlation_id=_request_id(found[_CORRELATION_ID], "X-Correlation-ID"),
-        to_party=_party(found[_TO_CC], found[_TO_PID], "to"),
-        from_party=_party(found[_FROM_CC], found[_FROM_PID], "from"),
-        content_length=None if length is None else int(length),
+        request_id=None,
+        correlation_id=None,
+        to_party=None,
+        from_party=None,
+        content_length=int(length) if length is not None and length.isdigit() else None,
         passthrough=passthrough,
     )
+    # Validation errors wait until the token is checked: an unauthenticated caller gets 401 whatever else is
+    # wrong (transport_and_format §4.1.2).
+    try:
+        if repeated:
+            raise InvalidParametersError(f"the {repeated} header may appear only once")
+        if length is not None and not length.isdigit():
+            raise InvalidParametersError("Content-Length must be a number")
+        parsed.request_id = _request_id(found[_REQUEST_ID], "X-Request-ID")
+        parsed.correlation_id = _request_id(found[_CORRELATION_ID], "X-Correlation-ID")
+        parsed.to_party = _party(found[_TO_CC], found[_TO_PID], "to")
+        parsed.from_party = _party(found[_FROM_CC], found[_FROM_PID], "from")
+    except InvalidParametersError as problem:
+        parsed.problem = problem
+    return parsed
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from routing.errors import InvalidParametersError
 from routing.model import FUNCTIONAL_MODULES, InterfaceRole, ModuleID
 
 VERSION: Final = "2.2.1"
@@ -49,6 +50,19 @@ def match_module(path: str) -> tuple[ModuleID, InterfaceRole, str] | None:
         return None
     suffix = "" if second < 0 else rest[second:].rstrip("/")
     return route[0], route[1], suffix
+
+
+def check_suffix(suffix: str) -> None:
+    """2001 for a path the receiver could resolve outside the endpoint it was addressed at: dot segments
+    (also percent-encoded), empty segments, or characters that do not belong in a request line."""
+    if not suffix:
+        return
+    for segment in suffix[1:].split("/"):
+        decoded = segment.replace("%2e", ".").replace("%2E", ".")
+        if segment == "" or decoded in (".", "..") or "%2f" in segment.lower() or "%5c" in segment.lower():
+            raise InvalidParametersError("the path may not contain empty, '.' or '..' segments")
+    if not suffix.isascii() or any(ch in suffix for ch in " \t\r\n\\"):
+        raise InvalidParametersError("the path contains characters that are not allowed")
 
 
 def join_url(endpoint: str, suffix: str, query: bytes) -> str:
