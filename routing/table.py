@@ -30,6 +30,12 @@ from routing.model import ConnectionStatus, InterfaceRole, ModuleID, PartyKey, P
 BROADCAST_MODULES: Final = frozenset({ModuleID.LOCATIONS, ModuleID.TARIFFS, ModuleID.TOKENS})
 #: Broadcast is push only: GET SHALL NOT be broadcast (§4.1.8.3).
 BROADCAST_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+#: Who owns the objects of a broadcastable module (each module's "Data owner"; OTHER counts as eMSP-like).
+BROADCAST_OWNERS: Final[Mapping[ModuleID, frozenset[Role]]] = {
+    ModuleID.LOCATIONS: frozenset({Role.CPO}),
+    ModuleID.TARIFFS: frozenset({Role.CPO}),
+    ModuleID.TOKENS: frozenset({Role.EMSP, Role.OTHER}),
+}
 #: "Opposite role" of §4.1.8.3: CPO → eMSP, NSP and OTHER (eMSP-like); eMSP → CPO; OTHER → CPO.
 BROADCAST_AUDIENCE: Final[Mapping[Role, frozenset[Role]]] = {
     Role.CPO: frozenset({Role.EMSP, Role.NSP, Role.OTHER}),
@@ -64,9 +70,27 @@ class Platform:
     #: SHA-256 digests of the tokens the hub accepts from it (for patching the token index on a change).
     digests: tuple[bytes, ...] = ()
     parties: frozenset[PartyKey] = field(init=False)
+    #: scheme://host[:port] of every URL it registered (lower case): where URLs it hands out may point.
+    origins: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parties", frozenset(r.party for r in self.roles))
+        urls = [*self.endpoints.values(), self.versions_url]
+        object.__setattr__(self, "origins", frozenset(o for o in map(_origin, urls) if o))
+
+    def owns_url(self, url: str) -> bool:
+        """An http(s) URL without whitespace or control characters on one of this platform's own origins."""
+        if not url.isascii() or not url.isprintable() or " " in url:
+            return False
+        return _origin(url) in self.origins
+
+
+def _origin(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return ""
+    authority = rest.split("/", 1)[0].split("?", 1)[0].lower()
+    return f"{scheme.lower()}://{authority}" if authority and "@" not in authority else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +236,14 @@ class RoutingTable:
         return Direct(receiver, endpoint)
 
     def broadcast(
-        self, caller: Caller, sender: PartyKey, module: ModuleID, role: InterfaceRole, method: str
+        self, caller: Caller, sender: PartyKey, module: ModuleID, role: InterfaceRole, method: str, suffix: str
     ) -> Broadcast:
-        """Recipients of a push addressed to the hub itself (§4.1.8.3); 2001 when it may not be broadcast."""
+        """Recipients of a push addressed to the hub itself (§4.1.8.3); 2001 when it may not be broadcast.
+
+        The copies carry FROM = hub, so recipients cannot check who owns the object in the URL: the hub does.
+        Only the object's owner may broadcast it — the URL's ``/{country_code}/{party_id}`` is the sender and
+        the sender holds the owning role (§4.1.5: locations and tariffs are CPO-owned, tokens eMSP-owned).
+        """
         if method not in BROADCAST_METHODS:
             raise InvalidParametersError(
                 f"{method} addressed to the hub: the hub does not serve {module.value} itself (GET All via Hub)"
@@ -223,12 +252,19 @@ class RoutingTable:
             )
         if module not in BROADCAST_MODULES:
             raise InvalidParametersError(f"{module.value} cannot be broadcast (party-specific data)")
+        if role is not InterfaceRole.RECEIVER:
+            raise InvalidParametersError("only pushes to Receiver interfaces can be broadcast")
+        segments = suffix.split("/")
+        if len(segments) < 4 or PartyKey(segments[1].upper(), segments[2].upper()) != sender:
+            raise InvalidParametersError(
+                f"a broadcast URL must name the sender's own objects: /{sender.country_code}/{sender.party_id}/..."
+            )
         audience: set[Role] = set()
         for party_role in caller.platform.roles:
-            if party_role.party == sender:
+            if party_role.party == sender and party_role.role in BROADCAST_OWNERS[module]:
                 audience |= BROADCAST_AUDIENCE.get(party_role.role, frozenset())
         if not audience:
-            raise InvalidParametersError(f"the roles of {sender} have no broadcast audience")
+            raise InvalidParametersError(f"{sender} does not own {module.value} objects, so it cannot broadcast them")
         recipients: list[Recipient] = []
         for platform in self.platforms.values():
             if platform.id == caller.platform.id or platform.status is not ConnectionStatus.CONNECTED:

@@ -266,7 +266,12 @@ def expected(*pairs: tuple[str, str], module: ModuleID = ModuleID.LOCATIONS) -> 
 def test_broadcast_from_cpo_reaches_emsp_nsp_and_other(method: str) -> None:
     ps = world()
     decision = table(ps.values()).broadcast(
-        caller_of(ps["cpo"]), PartyKey("NL", "CPO"), ModuleID.LOCATIONS, InterfaceRole.RECEIVER, method
+        caller_of(ps["cpo"]),
+        PartyKey("NL", "CPO"),
+        ModuleID.LOCATIONS,
+        InterfaceRole.RECEIVER,
+        method,
+        own(PartyKey("NL", "CPO")),
     )
     assert recipients(decision) == expected(
         ("emsps", "NL:EM1"),
@@ -282,7 +287,12 @@ def test_broadcast_from_cpo_reaches_emsp_nsp_and_other(method: str) -> None:
 def test_broadcast_gives_one_recipient_per_party_of_a_platform() -> None:
     ps = world()
     decision = table(ps.values()).broadcast(
-        caller_of(ps["cpo"]), PartyKey("NL", "CPO"), ModuleID.TARIFFS, InterfaceRole.RECEIVER, "PUT"
+        caller_of(ps["cpo"]),
+        PartyKey("NL", "CPO"),
+        ModuleID.TARIFFS,
+        InterfaceRole.RECEIVER,
+        "PUT",
+        own(PartyKey("NL", "CPO")),
     )
     emsps = [r for r in decision.recipients if r.platform.id == "emsps"]
     assert sorted(str(r.party) for r in emsps) == ["NL:EM1", "NL:EM2"]
@@ -293,37 +303,75 @@ def test_broadcast_gives_one_recipient_per_party_of_a_platform() -> None:
 @pytest.mark.parametrize("sender", [PartyKey("NL", "OWN"), PartyKey("BE", "EMC")])
 def test_broadcast_from_emsp_reaches_cpos_only(sender: PartyKey) -> None:
     ps = world()
-    own = "cpo" if sender.party_id == "OWN" else "emspcpo"
-    decision = table(ps.values()).broadcast(caller_of(ps[own]), sender, ModuleID.TOKENS, InterfaceRole.RECEIVER, "PUT")
+    platform_id = "cpo" if sender.party_id == "OWN" else "emspcpo"
+    decision = table(ps.values()).broadcast(
+        caller_of(ps[platform_id]), sender, ModuleID.TOKENS, InterfaceRole.RECEIVER, "PUT", own(sender)
+    )
     everyone = expected(("cpo", "NL:CPO"), ("cpo2", "DE:CP2"), ("emspcpo", "BE:CPC"), module=ModuleID.TOKENS)
-    assert recipients(decision) == {r for r in everyone if r[0] != own}
+    assert recipients(decision) == {r for r in everyone if r[0] != platform_id}
 
 
 def test_broadcast_from_other_reaches_cpos_only() -> None:
     ps = world()
     decision = table(ps.values()).broadcast(
-        caller_of(ps["other"]), PartyKey("FR", "OTH"), ModuleID.TOKENS, InterfaceRole.RECEIVER, "POST"
+        caller_of(ps["other"]),
+        PartyKey("FR", "OTH"),
+        ModuleID.TOKENS,
+        InterfaceRole.RECEIVER,
+        "POST",
+        own(PartyKey("FR", "OTH")),
     )
     assert recipients(decision) == expected(
         ("cpo", "NL:CPO"), ("cpo2", "DE:CP2"), ("emspcpo", "BE:CPC"), module=ModuleID.TOKENS
     )
 
 
-def test_broadcast_needs_the_module_and_role_endpoint() -> None:
+def test_broadcast_only_to_receiver_interfaces() -> None:
     ps = world()
-    decision = table(ps.values()).broadcast(
-        caller_of(ps["cpo"]), PartyKey("NL", "CPO"), ModuleID.LOCATIONS, InterfaceRole.SENDER, "PUT"
-    )
-    assert recipients(decision) == {
-        ("noendpoint", "NL:NOE", "https://noendpoint.example.com/ocpi/2.2.1/locations/sender")
-    }
+    with pytest.raises(InvalidParametersError, match="Receiver interfaces"):
+        table(ps.values()).broadcast(
+            caller_of(ps["cpo"]),
+            PartyKey("NL", "CPO"),
+            ModuleID.LOCATIONS,
+            InterfaceRole.SENDER,
+            "PUT",
+            own(PartyKey("NL", "CPO")),
+        )
+
+
+def test_broadcast_of_someone_elses_objects_is_refused() -> None:
+    ps = world()
+    with pytest.raises(InvalidParametersError, match="sender's own objects"):
+        table(ps.values()).broadcast(
+            caller_of(ps["cpo"]), PartyKey("NL", "CPO"), ModuleID.TARIFFS, InterfaceRole.RECEIVER, "PUT", "/DE/CP2/T1"
+        )
+
+
+def test_broadcast_by_a_non_owner_role_is_refused() -> None:
+    ps = world()
+    emsp = next(k for k in ps if k.startswith("emsp") and k != "emspcpo")
+    sender = next(iter(ps[emsp].parties))
+    with pytest.raises(InvalidParametersError, match="does not own"):
+        table(ps.values()).broadcast(
+            caller_of(ps[emsp]), sender, ModuleID.LOCATIONS, InterfaceRole.RECEIVER, "PUT", own(sender)
+        )
+
+
+def own(sender: PartyKey) -> str:
+    """A broadcast URL suffix naming the sender's own object."""
+    return f"/{sender.country_code}/{sender.party_id}/X1"
 
 
 def test_broadcast_with_no_connected_audience_is_empty() -> None:
     cpo = platform("cpo", ["NL:CPO:CPO"])
     offline = platform("e", ["NL:EEE:EMSP"], status=ConnectionStatus.OFFLINE)
     decision = table([cpo, offline]).broadcast(
-        caller_of(cpo), PartyKey("NL", "CPO"), ModuleID.LOCATIONS, InterfaceRole.RECEIVER, "PUT"
+        caller_of(cpo),
+        PartyKey("NL", "CPO"),
+        ModuleID.LOCATIONS,
+        InterfaceRole.RECEIVER,
+        "PUT",
+        own(PartyKey("NL", "CPO")),
     )
     assert decision == Broadcast(())
 
@@ -333,7 +381,12 @@ def test_broadcast_refuses_non_push_methods(method: str) -> None:
     ps = world()
     with pytest.raises(InvalidParametersError) as caught:
         table(ps.values()).broadcast(
-            caller_of(ps["cpo"]), PartyKey("NL", "CPO"), ModuleID.LOCATIONS, InterfaceRole.RECEIVER, method
+            caller_of(ps["cpo"]),
+            PartyKey("NL", "CPO"),
+            ModuleID.LOCATIONS,
+            InterfaceRole.RECEIVER,
+            method,
+            own(PartyKey("NL", "CPO")),
         )
     assert caught.value.ocpi_status == 2001
 
@@ -343,7 +396,12 @@ def test_broadcast_refuses_party_specific_modules(module: ModuleID) -> None:
     ps = world()
     with pytest.raises(InvalidParametersError, match="cannot be broadcast") as caught:
         table(ps.values()).broadcast(
-            caller_of(ps["cpo"]), PartyKey("NL", "CPO"), module, InterfaceRole.RECEIVER, "POST"
+            caller_of(ps["cpo"]),
+            PartyKey("NL", "CPO"),
+            module,
+            InterfaceRole.RECEIVER,
+            "POST",
+            own(PartyKey("NL", "CPO")),
         )
     assert caught.value.ocpi_status == 2001
 
@@ -351,5 +409,7 @@ def test_broadcast_refuses_party_specific_modules(module: ModuleID) -> None:
 @pytest.mark.parametrize(("pid", "sender"), [("nsp", PartyKey("BE", "NSP")), ("scsp", PartyKey("NL", "SCS"))])
 def test_broadcast_refuses_roles_without_audience(pid: str, sender: PartyKey) -> None:
     ps = world()
-    with pytest.raises(InvalidParametersError, match="no broadcast audience"):
-        table(ps.values()).broadcast(caller_of(ps[pid]), sender, ModuleID.LOCATIONS, InterfaceRole.RECEIVER, "PUT")
+    with pytest.raises(InvalidParametersError, match="does not own"):
+        table(ps.values()).broadcast(
+            caller_of(ps[pid]), sender, ModuleID.LOCATIONS, InterfaceRole.RECEIVER, "PUT", own(sender)
+        )
