@@ -85,7 +85,10 @@ class Settings:
         default=10.0, metadata=_help("Seconds a shutdown waits for in-flight requests and broadcasts.")
     )
     callback_ttl: int = field(
-        default=172_800, metadata=_help("Seconds a rewritten response_url / Location / Link stays usable.")
+        default=172_800, metadata=_help("Seconds a rewritten response_url or CDR Location stays usable.")
+    )
+    link_ttl: int = field(
+        default=900, metadata=_help("Seconds a rewritten pagination Link stays usable (pages are read at once).")
     )
     snapshot_poll_interval: float = field(
         default=0.25, metadata=_help("Seconds between registry version checks (pub/sub is the fast path).")
@@ -183,6 +186,7 @@ _CONVERTERS: Final[dict[str, Callable[[object], Any]]] = {
     "max_connections_per_receiver": _to_int,
     "broadcast_concurrency": _to_int,
     "callback_ttl": _to_int,
+    "link_ttl": _to_int,
     "forward_timeout": _to_float,
     "connect_timeout": _to_float,
     "liveness_interval": _to_float,
@@ -202,6 +206,7 @@ _POSITIVE: Final = frozenset(
         "max_connections_per_receiver",
         "broadcast_concurrency",
         "callback_ttl",
+        "link_ttl",
         "forward_timeout",
         "connect_timeout",
         "liveness_interval",

@@ -29,7 +29,7 @@ from routing import errors
 from routing import headers as h
 from routing.datetimes import parse_datetime
 from routing.model import FUNCTIONAL_MODULES, ConnectionStatus, InterfaceRole, ModuleID, PartyKey
-from routing.paths import RELAY_PREFIX, join_url
+from routing.paths import RELAY_PREFIX, check_suffix, join_url
 from routing.table import Caller, Platform
 
 log = logging.getLogger("ocpihub.access")
@@ -46,6 +46,7 @@ _DROPPED_RESPONSE: Final = frozenset(
         b"date",
         b"server",
         h.X_REQUEST_ID,
+        h.X_CORRELATION_ID,
     }
 )
 
@@ -189,6 +190,8 @@ class Proxy:
         table = self.rt.holder.table
         caller = table.authenticate_header(parsed.authorization)
         self.rt.seen[caller.platform.id] = time.time()
+        parsed.check()
+        check_suffix(suffix)
         sender = ex.from_party = table.check_sender(caller, parsed.from_party)
         ex.to_party = parsed.to_party
         if parsed.to_party == table.hub:
@@ -209,6 +212,7 @@ class Proxy:
         table = self.rt.holder.table
         caller = table.authenticate_header(parsed.authorization)
         self.rt.seen[caller.platform.id] = time.time()
+        parsed.check()
         table.admit(caller)
         if parsed.from_party is not None:
             ex.from_party = table.check_sender(caller, parsed.from_party)
@@ -227,7 +231,8 @@ class Proxy:
             ex.to_party = PartyKey.parse(mapping["to"])
             passthrough = [*passthrough, *h.routing_headers("to", ex.to_party)]
             if parsed.from_party is None:
-                passthrough += h.routing_headers("from", PartyKey.parse(mapping["from"]))
+                ex.from_party = PartyKey.parse(mapping["from"])
+                passthrough += h.routing_headers("from", ex.from_party)
         body = await read_body(receive, parsed.content_length, self.max_body)
         out = self._outbound_headers(ex, passthrough, parsed.correlation_id, target)
         context = _RelayContext(caller.platform.id, target.id, ex.to_party, ex.from_party, module)
@@ -236,12 +241,7 @@ class Proxy:
     # -- steps ---------------------------------------------------------------------------------------------
 
     def _begin(self, ex: Exchange, scope: Scope) -> h.RequestHeaders:
-        try:
-            parsed = h.parse_request_headers(scope["headers"])
-        except errors.OcpiError:
-            ex.request_id = new_request_id()
-            ex.correlation_id = new_request_id()
-            raise
+        parsed = h.read_request_headers(scope["headers"])
         ex.request_id = parsed.request_id or new_request_id()
         ex.correlation_id = parsed.correlation_id or new_request_id()
         return parsed
@@ -274,8 +274,12 @@ class Proxy:
         role: InterfaceRole,
         suffix: str,
     ) -> None:
-        decision = self.rt.holder.table.broadcast(caller, sender, module, role, scope["method"])
+        decision = self.rt.holder.table.broadcast(caller, sender, module, role, scope["method"], suffix)
         body = await read_body(receive, parsed.content_length, self.max_body)
+        try:
+            orjson.loads(body)  # the hub answers this push itself: invalid JSON is its 400 (status_codes §5)
+        except orjson.JSONDecodeError:
+            raise errors.MalformedBodyError("the request body is not valid JSON") from None
         # The sender gets its answer now; the fan-out runs on (§4.1.8.3 diagram: RESPONSE before the copies).
         ex.status, ex.ocpi_status = 200, 1000
         await send_bytes(
@@ -320,27 +324,39 @@ class Proxy:
         self, ex: Exchange, raw: list[tuple[bytes, bytes]], context: _RelayContext
     ) -> list[tuple[bytes, bytes]]:
         out: list[tuple[bytes, bytes]] = []
-        has_correlation = False
         for name, value in raw:
             lower = name.lower()
             if lower in _DROPPED_RESPONSE:
                 continue
-            if lower == h.X_CORRELATION_ID:
-                has_correlation = True
-            elif lower == h.LINK:
-                value = await self._relay_link(value, context)
+            if lower == h.LINK:
+                relayed = await self._relay_link(value, context)
+                if relayed is None:
+                    continue  # a link the sender could not follow through the hub is no link
+                value = relayed
             elif lower == h.LOCATION and context.module is ModuleID.CDRS:
-                value = await self._relay_url(value.decode("latin-1"), context, reverse=False)
+                relayed = await self._relay_url(value.decode("latin-1"), context, reverse=False)
+                if relayed is None:
+                    continue
+                value = relayed
             out.append((lower, value))
+        # The requester's own ids come back, whatever the receiver echoed (transport_and_format §4.2).
         out.append((h.X_REQUEST_ID, ex.request_id))
-        if not has_correlation:
-            out.append((h.X_CORRELATION_ID, ex.correlation_id))
+        out.append((h.X_CORRELATION_ID, ex.correlation_id))
         return out
 
     # -- relays --------------------------------------------------------------------------------------------
 
-    async def _relay_url(self, url: str, context: _RelayContext, *, reverse: bool, ttl: int = 0) -> bytes:
-        """A hub URL standing for ``url``: for the sender (Link, Location) or, reversed, for the receiver."""
+    async def _relay_url(self, url: str, context: _RelayContext, *, reverse: bool, ttl: int = 0) -> bytes | None:
+        """A hub URL standing for ``url``: for the sender (Link, Location) or, reversed, for the receiver.
+
+        None when ``url`` is not an http(s) URL on a host of the platform it belongs to: the hub follows relay
+        URLs with that platform's own token, so it must never be pointed anywhere else (no request forgery).
+        """
+        owner = self.rt.holder.table.platforms.get(context.sender if reverse else context.receiver)
+        if owner is None or not owner.owns_url(url):
+            fields = {"platform": owner.id if owner else None, "module": context.module.value}
+            log.warning("URL not on the platform's own hosts: not relayed", extra={"fields": fields})
+            return None
         mapping: dict[str, Any] = {
             "target": url,
             "platform": context.sender if reverse else context.receiver,
@@ -352,13 +368,16 @@ class Proxy:
         relay_id = await self.rt.store.put_relay(mapping, ttl or self.rt.settings.callback_ttl)
         return (self.relay_base + relay_id).encode("ascii")
 
-    async def _relay_link(self, value: bytes, context: _RelayContext) -> bytes:
+    async def _relay_link(self, value: bytes, context: _RelayContext) -> bytes | None:
         # Link: <https://receiver/...?offset=50&limit=50>; rel="next"  (transport_and_format §4.1.4.1)
         text = value.decode("latin-1")
         opening, closing = text.find("<"), text.find(">")
         if opening < 0 or closing < opening:
-            return value
-        relay = await self._relay_url(text[opening + 1 : closing], context, reverse=False)
+            return None
+        ttl = self.rt.settings.link_ttl
+        relay = await self._relay_url(text[opening + 1 : closing], context, reverse=False, ttl=ttl)
+        if relay is None:
+            return None
         return f"{text[:opening]}<{relay.decode('ascii')}>{text[closing + 1 :]}".encode("latin-1")
 
     async def _rewrite_response_url(
@@ -373,7 +392,7 @@ class Proxy:
             rewritten = []
             for key, value in pairs:
                 if key == "response_url":
-                    value = (await self._relay_url(value, context, reverse=True)).decode("ascii")
+                    value = self._callback(await self._relay_url(value, context, reverse=True))
                 rewritten.append((key, value))
             return body, urlencode(rewritten).encode("latin-1")
         if method not in ("POST", "PUT") or not body:
@@ -385,12 +404,19 @@ class Proxy:
         original = document.get("response_url") if isinstance(document, dict) else None
         if not isinstance(original, str):
             return body, query  # the receiver answers 2001 itself
-        relay = (await self._relay_url(original, context, reverse=True, ttl=self._callback_ttl(document))).decode()
+        ttl = self._callback_ttl(document)
+        relay = self._callback(await self._relay_url(original, context, reverse=True, ttl=ttl))
         old, new = orjson.dumps(original), orjson.dumps(relay)
         if body.count(old) == 1:
             return body.replace(old, new), query  # every other byte stays as the sender wrote it
         document["response_url"] = relay
         return orjson.dumps(document), query
+
+    @staticmethod
+    def _callback(relay: bytes | None) -> str:
+        if relay is None:
+            raise errors.InvalidParametersError("response_url must be an http(s) URL on your own platform's host")
+        return relay.decode("ascii")
 
     def _callback_ttl(self, document: dict[str, Any]) -> int:
         # A RESERVE_NOW response_url may be called again until the reservation expires (mod_commands §13.1).
