@@ -153,7 +153,7 @@ class HubApp:
     async def _registry_changed(self, platform_id: str) -> None:
         # This process's own write is visible to its next request at once, not after the change notice.
         if self.runtime is not None:
-            await self.runtime.holder.apply({platform_id}, 1)
+            await self.runtime.holder.apply_own(platform_id)
 
     # -- control endpoints ---------------------------------------------------------------------------------
 
@@ -239,7 +239,8 @@ class HubApp:
             caller = self._caller(request)
             if not caller.registered:
                 raise errors.UnauthorizedError("credentials token A is valid for credentials and versions only")
-            page = await self.clientinfo.page(request.query_params, str(request.url))
+            # The next-page Link is built on the public URL, never on the Host the request happened to use.
+            page = await self.clientinfo.page(request.query_params, self.identity.base_url + HUBCLIENTINFO_PATH)
         except errors.OcpiError as error:
             return self._error(request, error)
         return self._ok(request, page.items, page.headers)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-#: Stream entries kept for ClientInfo pushes (a consumer that falls this far behind resyncs from the hash).
+#: Stream entries kept for ClientInfo pushes; a holder further behind skips the trimmed ones (parties resync by GET).
 EVENTS_MAXLEN: Final = 10_000
 
 

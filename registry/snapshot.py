@@ -96,6 +96,8 @@ class SnapshotHolder:
     async def reload(self) -> None:
         """Rebuild the whole table from Redis."""
         snapshot = await self.store.snapshot()
+        if snapshot.version < self.table.version:
+            return  # a newer table was patched in while this one was read
         if len(snapshot.platforms) > THREADED_RELOAD:
             # Large registries take seconds to build: off the event loop, so requests keep being served.
             table = await asyncio.to_thread(_build_quietly, snapshot, self.hub)
@@ -104,23 +106,36 @@ class SnapshotHolder:
         self._swap(table)
         log.debug("snapshot version %d loaded (%d platforms)", snapshot.version, len(snapshot.platforms))
 
-    async def apply(self, platform_ids: set[str], notices: int) -> None:
-        """Patch in the platforms ``notices`` change notices named; a full reload when that cannot be exact."""
-        version, records = await self.store.platforms_at(sorted(platform_ids))
+    async def apply_notices(self, notices: list[tuple[str, int]]) -> None:
+        """Patch in the platforms named by change notices ``(platform_id, version)``.
+
+        Notices at or below the table's version are already in it. The rest must be exactly the next versions,
+        else one was missed and the table is rebuilt. The table is labelled with the last notice's version even
+        if a record read is newer: the newer change's own notice re-applies it.
+        """
         current = self.table.version
-        if version <= current:
-            return  # already applied (this process's own write)
-        if version - current > notices:
-            await self.reload()  # a change we have no notice of
+        fresh = [(version, pid) for pid, version in notices if version > current]
+        if not fresh:
             return
+        versions = sorted({version for version, _ in fresh})
+        if versions != list(range(current + 1, current + 1 + len(versions))):
+            await self.reload()
+            return
+        _, records = await self.store.platforms_at(sorted({pid for _, pid in fresh}))
+        if self.table.version != current:
+            return  # replaced meanwhile (a reload); the notices will be judged against it next time
         changed = {pid: (None if record is None else build_platform(record)) for pid, record in records.items()}
-        self._swap(self.table.patched(version, changed))
+        self._swap(self.table.patched(versions[-1], changed))
+
+    async def apply_own(self, platform_id: str) -> None:
+        """This process's own write, visible to its next request at once (when it is the next version)."""
+        version, records = await self.store.platforms_at([platform_id])
+        if version == self.table.version + 1:
+            record = records[platform_id]
+            self._swap(self.table.patched(version, {platform_id: None if record is None else build_platform(record)}))
 
     def _swap(self, table: RoutingTable) -> None:
         self.table = table
-        # The table lives until the next change and holds no reference cycles (freed by reference counting):
-        # keep the cyclic collector from walking it over and over, which costs seconds at 100k parties.
-        gc.freeze()
         self.loaded = True
         self.reachable = True
         self.loaded_at = time.time()
@@ -136,18 +151,22 @@ class SnapshotHolder:
                     await self.reload()
                 backoff = 0.1
                 while True:
-                    ids: set[str] = set()
-                    notices = 0
+                    notices: list[tuple[str, int]] = []
+                    unversioned = False
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.poll_interval)
-                    while message is not None and notices < MAX_BATCH:
-                        notices += 1
+                    while message is not None and len(notices) < MAX_BATCH:
                         data = message.get("data")
-                        ids.add(data.decode() if isinstance(data, bytes) else str(data))
+                        text = data.decode() if isinstance(data, bytes) else str(data)
+                        platform_id, _, version = text.partition("|")
+                        if version.isdigit():
+                            notices.append((platform_id, int(version)))
+                        else:
+                            unversioned = True
                         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
-                    if time.time() - self.loaded_at > FULL_RELOAD_INTERVAL:
+                    if unversioned or time.time() - self.loaded_at > FULL_RELOAD_INTERVAL:
                         await self.reload()
                     elif notices:
-                        await self.apply(ids, notices)
+                        await self.apply_notices(notices)
                     elif await self.store.version() != self.table.version:
                         await self.reload()
             except (RedisError, OSError) as exc:

@@ -48,9 +48,15 @@ _RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
 """
+_BUMP_SCRIPT = """
+local version = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', KEYS[2], ARGV[1] .. '|' .. version)
+return version
+"""
 _CURSOR_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[2], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return 1
 end
 return 0
@@ -166,8 +172,14 @@ class PartyStore:
 
     # -- writes --------------------------------------------------------------------------------------------
 
-    async def declare(self, roles: Sequence[PartyRole], name: str) -> tuple[PlatformRecord, str]:
-        """A platform that may register holding exactly ``roles``; returns it and its token A."""
+    async def declare(
+        self, roles: Sequence[PartyRole], name: str, *, announce: bool = True
+    ) -> tuple[PlatformRecord, str]:
+        """A platform that may register holding exactly ``roles``; returns it and its token A.
+
+        ``announce=False`` records no PLANNED ClientInfo: the hub-initiated handshake declares a platform only
+        for the seconds the handshake takes, and announces it when (if) it completes.
+        """
         if not roles:
             raise RegistryError("at least one --party is required")
         if len(set(roles)) != len(roles):
@@ -194,7 +206,7 @@ class PartyStore:
             _multi(pipe)
             pipe.hset(self.keys.parties(), mapping=dict.fromkeys(parties, record.id))
             pipe.hset(self.keys.tokens(), record.accept_digests[0], f"{record.id}|A")
-            self._put(pipe, record, status_changed=True)
+            self._put(pipe, record, status_changed=announce)
 
         await self._transact(write, self.keys.parties())
         return record, token_a
@@ -340,10 +352,10 @@ class PartyStore:
         raw = await self.redis.get(self.keys.events_cursor())
         return "0" if raw is None else _text(raw)
 
-    async def advance_cursor(self, owner: str, cursor: str) -> bool:
-        """Mark events up to ``cursor`` pushed, only while ``owner`` still holds the lease (fencing)."""
+    async def advance_cursor(self, owner: str, cursor: str, ttl_ms: int) -> bool:
+        """Mark events up to ``cursor`` pushed and renew the lease, only while ``owner`` holds it (fencing)."""
         keys = (self.keys.lease(), self.keys.events_cursor())
-        return bool(await self.redis.eval(_CURSOR_SCRIPT, 2, *keys, owner, cursor))
+        return bool(await self.redis.eval(_CURSOR_SCRIPT, 2, *keys, owner, cursor, ttl_ms))
 
     # -- internals -----------------------------------------------------------------------------------------
 
@@ -384,9 +396,8 @@ class PartyStore:
             pipe.xadd(self.keys.events(), {"clientinfo": encode_clientinfo(info)}, maxlen=EVENTS_MAXLEN)
 
     def _bump(self, pipe: Pipeline, platform_id: str) -> None:
-        """Every write: one version step and one notice naming the platform it touched (registry/snapshot.py)."""
-        pipe.incr(self.keys.version())
-        pipe.publish(self.keys.changes(), platform_id)
+        """Every write: one version step and a notice ``platform_id|version`` (registry/snapshot.py)."""
+        pipe.eval(_BUMP_SCRIPT, 2, self.keys.version(), self.keys.changes(), platform_id)
 
     async def _transact(self, write: Callable[[Pipeline], Any], *watch: str) -> None:
         for _ in range(_MAX_RETRIES):

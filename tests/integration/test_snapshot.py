@@ -56,8 +56,37 @@ async def test_a_change_without_notice_is_caught(holder: SnapshotHolder, store: 
 
 async def test_own_writes_apply_at_once(holder: SnapshotHolder, store: PartyStore) -> None:
     record, _ = await store.declare([PartyRole.parse("NL:CCC:CPO")], "c")
-    await holder.apply({record.id}, 1)
+    await holder.apply_own(record.id)
     assert PartyKey("NL", "CCC") in holder.table.parties
     before = holder.table
-    await holder.apply({record.id}, 1)  # the notice arriving afterwards changes nothing
+    await holder.apply_notices([(record.id, before.version)])  # its notice, arriving afterwards, changes nothing
     assert holder.table is before
+
+
+async def still_holder(store: PartyStore) -> SnapshotHolder:
+    """A holder without its run loop: only what the test applies reaches it."""
+    holder = SnapshotHolder(store, HUB, poll_interval=0.05)
+    await holder.reload()
+    return holder
+
+
+async def test_a_stale_notice_does_not_hide_a_newer_change(store: PartyStore) -> None:
+    holder = await still_holder(store)
+    first, _ = await store.declare([PartyRole.parse("NL:DDD:CPO")], "d")
+    await holder.apply_own(first.id)
+    seen = holder.table.version
+    second, _ = await store.declare([PartyRole.parse("NL:EEE:CPO")], "e")
+    # The first write's notice comes late, together with the second's: both are judged by their versions.
+    await holder.apply_notices([(first.id, seen), (second.id, seen + 1)])
+    assert PartyKey("NL", "EEE") in holder.table.parties
+    assert holder.table.version == seen + 1
+
+
+async def test_a_missing_notice_means_a_full_reload(store: PartyStore) -> None:
+    holder = await still_holder(store)
+    version = holder.table.version
+    await store.declare([PartyRole.parse("NL:HHH:CPO")], "h")
+    fourth, _ = await store.declare([PartyRole.parse("NL:III:CPO")], "i")
+    await holder.apply_notices([(fourth.id, version + 2)])  # the notice of version + 1 never came
+    assert PartyKey("NL", "HHH") in holder.table.parties  # only a full reload can have brought it
+    assert holder.table.version == version + 2
