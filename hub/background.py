@@ -1,7 +1,8 @@
 """A hub process's background duties: flushing signs of life, and — in exactly one process per Redis, the
 holder of the scheduler lease — pushing ClientInfo changes and checking liveness (hubclientinfo §15.2.3).
 
-Owns: the lease loop (take/renew, fenced cursor so a change is pushed once even across a take-over), the
+Owns: the lease loop (take/renew, a fenced cursor so a change is pushed once; only a holder that dies in the
+middle of a push leaves that one change to be pushed again by the next holder), the
 still-alive GETs of silent parties' versions endpoints, and OFFLINE ↔ CONNECTED from their results or traffic.
 Must not: run request logic, or push without holding the lease.
 """
@@ -65,6 +66,8 @@ class Scheduler:
         self.probe_interval = max(min(rt.settings.liveness_interval / 4, 30.0), 0.05)
         self.leader = False
         self.next_probe = 0.0
+        #: A ClientInfo PUT may take at most this: a third of the lease, so one slow party cannot cost it.
+        self.push_timeout = min(rt.settings.forward_timeout, rt.settings.lease_ttl / 3)
 
     async def run(self) -> None:
         try:
@@ -96,8 +99,14 @@ class Scheduler:
         if events and self.rt.holder.table.version < await self.rt.store.version():
             return
         for entry_id, info in events:
-            await self.clientinfo.push(info)
-            if not await self.rt.store.advance_cursor(self.owner, entry_id):
+            # Each push is bounded well inside the lease, and the lease is renewed with every step of the
+            # cursor; a failed push is not retried (transport_and_format §4.4) and the cursor moves on. A
+            # holder that dies between a push and its cursor step leaves that one change to be pushed again.
+            if not await self.rt.store.hold_lease(self.owner, self.ttl_ms):
+                self.leader = False
+                return
+            await self.clientinfo.push(info, timeout=self.push_timeout)
+            if not await self.rt.store.advance_cursor(self.owner, entry_id, self.ttl_ms):
                 self.leader = False  # lost the lease mid-way: the new holder continues from the cursor
                 return
 

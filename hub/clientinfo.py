@@ -83,11 +83,12 @@ class ClientInfoService:
                 out.append((platform, endpoint))
         return out
 
-    async def push(self, info: ClientInfo) -> None:
-        """PUT one ClientInfo to every connected party except the one it describes (§15.2.1)."""
+    async def push(self, info: ClientInfo, timeout: float) -> None:
+        """PUT one ClientInfo to every connected party except the one it describes (§15.2.1), all at once."""
         owner = self.rt.holder.table.parties.get(info.party)
         targets = self.recipients(owner.id if owner else None)
-        await gather_limited(PUSH_CONCURRENCY, [self._put(platform, endpoint, info) for platform, endpoint in targets])
+        jobs = [self._put(platform, endpoint, info, timeout) for platform, endpoint in targets]
+        await gather_limited(max(len(jobs), 1), jobs)
 
     def welcome(self, platform_id: str) -> None:
         """Push the current list to a party that has just registered."""
@@ -99,9 +100,10 @@ class ClientInfoService:
         if platform is None or endpoint is None:
             return
         infos = [i for i in await self.rt.store.clientinfos() if i.party not in platform.parties]
-        await gather_limited(PUSH_CONCURRENCY, [self._put(platform, endpoint, info) for info in infos])
+        timeout = self.rt.settings.forward_timeout
+        await gather_limited(PUSH_CONCURRENCY, [self._put(platform, endpoint, info, timeout) for info in infos])
 
-    async def _put(self, platform: Platform, endpoint: str, info: ClientInfo) -> None:
+    async def _put(self, platform: Platform, endpoint: str, info: ClientInfo, timeout: float) -> None:
         url = f"{endpoint.rstrip('/')}/{info.party.country_code}/{info.party.party_id}"
         request_id = new_request_id()
         headers: list[tuple[bytes, bytes]] = [
@@ -114,7 +116,7 @@ class ClientInfoService:
         outcome = "ok"
         status = 0
         try:
-            async with self.rt.outbound.open("PUT", url, headers, body, self.rt.settings.forward_timeout) as upstream:
+            async with self.rt.outbound.open("PUT", url, headers, body, timeout) as upstream:
                 status = upstream.status
                 async for _ in upstream.chunks():
                     pass
