@@ -276,7 +276,7 @@ async def connect(
     hub_ready_timeout: float = 5.0,
 ) -> PlatformRecord:
     """Hub-initiated registration (credentials §7.1.1 with the hub as Sender); nothing is kept if it fails."""
-    record, token_for_party = await store.declare(roles, name)
+    record, token_for_party = await store.declare(roles, name, announce=False)
     try:
         await _wait_for_hub(outbound, identity, token_for_party, hub_ready_timeout)
         their_a = authorization_value(token_a, True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -130,6 +131,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.transport = None
         if (
             self.error is None
             and self.head_done
@@ -582,7 +584,13 @@ class Outbound:
         self, method: str, url: str, authorization: bytes, *, body: Any = None, timeout: float = 10.0
     ) -> JsonReply:
         """A control-plane call (versions, details, credentials, ClientInfo); 3001 when it fails in transport."""
-        headers = [(b"authorization", authorization), (b"accept", b"application/json")]
+        # Requests the hub starts itself carry fresh ids too (transport_and_format §4.2).
+        headers = [
+            (b"authorization", authorization),
+            (b"accept", b"application/json"),
+            (b"x-request-id", str(uuid.uuid4()).encode("ascii")),
+            (b"x-correlation-id", str(uuid.uuid4()).encode("ascii")),
+        ]
         data = None
         if body is not None:
             data = orjson.dumps(body)

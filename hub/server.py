@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import shutil
 import signal
@@ -85,7 +86,7 @@ def _run_uvicorn(settings: Settings) -> None:
         access_log=False,  # the hub writes one JSON line per routed request itself
         server_header=False,
         proxy_headers=False,  # the hub does not trust X-Forwarded-*; it also saves a middleware per request
-        timeout_graceful_shutdown=int(settings.drain_time) or None,
+        timeout_graceful_shutdown=max(1, math.ceil(settings.drain_time)),
         ssl_certfile=settings.certfile or None,
         ssl_keyfile=settings.keyfile or None,
         backlog=2048,
