@@ -182,3 +182,24 @@ async def test_fan_out_to_20_with_one_silent_recipient(hub_factory: HubFactory, 
             == 19
         )
         assert time.monotonic() - answered < 1.0 + 1.0
+
+
+@pytest.mark.parametrize(
+    ("sender", "path", "body", "http_status"),
+    [
+        ("cp1", "/ocpi/2.2.1/receiver/tariffs/NL/CP2/T1", b"{}", 400),  # another CPO's tariff
+        ("em1", "/ocpi/2.2.1/receiver/locations/BE/EM1/L1", b"{}", 400),  # an eMSP owns no locations
+        ("cp1", "/ocpi/2.2.1/sender/tokens/TOK1/authorize", b"{}", 400),  # a Sender interface
+        ("cp1", "/ocpi/2.2.1/receiver/locations/NL/CP1/L1", b"{not json", 400),  # the hub answers: JSON or 400
+    ],
+)
+async def test_broadcasts_the_hub_refuses(
+    market: Market, sender: str, path: str, body: bytes, http_status: int
+) -> None:
+    m = market
+    party = getattr(m, sender)
+    reply = await m.client.put(m.hub.url(path), headers=party.headers_to(HUB), content=body)
+    assert reply.status_code == http_status
+    assert reply.json()["status_code"] == 2001
+    await asyncio.sleep(0.2)  # a copy that should not go would have gone by now
+    assert not any(p.received for p in everyone(m))

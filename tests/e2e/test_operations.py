@@ -728,7 +728,7 @@ async def test_sigterm_finishes_accepted_broadcasts(
             for party, token_a in zip((cpo, emsp), tokens, strict=True):
                 await register(hub, party, token_a)
             reply = await client.put(
-                hub.url("/ocpi/2.2.1/receiver/locations/NL/CPO/L1"),
+                hub.url(f"/ocpi/2.2.1/receiver/locations/{CPO[0]}/{CPO[1]}/L1"),
                 headers=cpo.headers_to(("ZZ", "HUB")),
                 content=b"{}",
             )

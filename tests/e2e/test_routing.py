@@ -520,3 +520,74 @@ async def test_500_concurrent_requests_no_crosstalk(hub_factory: object, store: 
 
 def _b64(token: str) -> str:
     return base64.b64encode(token.encode()).decode()
+
+
+# -- abuse the hub refuses ---------------------------------------------------------------------------------------
+
+
+async def test_a_repeated_routing_header_is_refused(world: World) -> None:
+    """One copy checked and another read by the receiver would be impersonation."""
+    spoof = [("OCPI-from-party-id", "CPO"), ("OCPI-from-country-code", "NL")]
+    headers = [*world.emsp.headers_to(CPO).items(), *spoof]
+    reply = await world.client.get(world.hub.url("/ocpi/2.2.1/sender/locations"), headers=headers)
+    assert reply.status_code == 400
+    assert reply.json()["status_code"] == 2001
+    assert not world.cpo.received
+
+
+@pytest.mark.parametrize("suffix", ["/../credentials", "/%2e%2e/credentials", "/a/./b", "/a//b", "/a%2Fb"])
+async def test_paths_that_could_leave_the_endpoint_are_refused(world: World, suffix: str) -> None:
+    # Written on the socket: HTTP clients remove dot segments before sending, an attacker's does not.
+    port = int(world.hub.base_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = [f"GET /ocpi/2.2.1/sender/locations{suffix} HTTP/1.1", "Host: x", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in world.emsp.headers_to(CPO).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert orjson.loads(body)["status_code"] == 2001
+    assert not world.cpo.received
+
+
+async def test_an_unknown_token_is_401_before_any_other_check(world: World) -> None:
+    headers = world.emsp.headers_to(CPO) | {"Authorization": "Token bm9ib2R5", "OCPI-to-party-id": "TOOLONG"}
+    reply = await world.client.get(world.hub.url("/ocpi/2.2.1/sender/locations"), headers=headers)
+    assert reply.status_code == 401
+
+
+async def test_response_url_on_another_host_is_refused(world: World) -> None:
+    body = b'{"response_url": "http://169.254.169.254/latest/meta-data", "location_id": "L1"}'
+    reply = await world.send(world.emsp, CPO, "POST", "/ocpi/2.2.1/receiver/commands/START_SESSION", body)
+    assert reply.status_code == 400
+    assert reply.json()["status_code"] == 2001
+    assert not world.cpo.received
+
+
+async def test_a_link_to_another_host_is_not_relayed(world: World) -> None:
+    link = '<http://127.0.0.2:1/elsewhere?offset=2>; rel="next"'
+    world.cpo.responder = lambda _r: ocpi([{"id": "L1"}], headers={"Link": link})
+    reply = await world.send(world.emsp, CPO, "GET", "/ocpi/2.2.1/sender/locations")
+    assert reply.status_code == 200
+    assert "link" not in reply.headers  # a link nobody may follow through the hub is dropped
+
+
+async def test_pagination_through_relays_without_routing_headers(world: World) -> None:
+    base = world.cpo.endpoint_url("locations", "SENDER")
+
+    def pages(r: Received) -> Response:
+        offset = int(httpx.QueryParams(r.query).get("offset", "0"))
+        headers = {"Link": f'<{base}?offset={offset + 1}&limit=1>; rel="next"'} if offset < 3 else {}
+        return ocpi([{"id": f"L{offset}"}], headers=headers)
+
+    world.cpo.responder = pages
+    reply = await world.send(world.emsp, CPO, "GET", "/ocpi/2.2.1/sender/locations?limit=1")
+    seen = [reply.json()["data"][0]["id"]]
+    auth = {"Authorization": token_header(world.emsp.hub_token)}
+    while "link" in reply.headers:
+        reply = await world.client.get(reply.headers["link"][1 : reply.headers["link"].index(">")], headers=auth)
+        assert reply.status_code == 200, reply.text
+        seen.append(reply.json()["data"][0]["id"])
+    assert seen == ["L0", "L1", "L2", "L3"]
