@@ -38,11 +38,12 @@ import orjson
 from redis.asyncio import Redis
 
 from benchmarks.stub_party import LOCATION
-from benchmarks.topology import PYTHON, process, stub, wait_http
+from benchmarks.topology import process, stub, wait_http
 from registry.keys import RegistryKeys
 from registry.store import PartyStore
 from routing.model import PartyRole
 from tests.support.fake_party import FakeParty, token_header
+from tests.support.processes import ocpi_hub_executable
 from tests.support.redis_server import free_port, running_redis
 from tests.support.servers import serve
 
@@ -181,7 +182,7 @@ async def run_async(smoke: bool) -> dict[str, object]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OCPI_HUB_")}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         env["OCPI_HUB_KEY_PREFIX"] = prefix
-        hub = os.path.join(os.path.dirname(PYTHON), "ocpi-hub")
+        hub = ocpi_hub_executable()
         args = ("--redis-url", url, "--port", str(port), "--workers", str(WORKERS), "--log-level", "warning")
         stub_base = f"http://127.0.0.1:{stub_port}"
         cpo = FakeParty([("NL", "CPO", "CPO")], name="cpo", module_base=stub_base)

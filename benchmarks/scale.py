@@ -60,7 +60,7 @@ from benchmarks.micro import (
     fresh_table,
     synthetic_registry,
 )
-from benchmarks.topology import PYTHON, process
+from benchmarks.topology import process
 from registry.codec import PlatformRecord, decode_platform, encode_platform
 from registry.keys import RegistryKeys
 from registry.snapshot import build_table
@@ -68,6 +68,7 @@ from registry.store import PartyStore, Snapshot
 from routing.headers import parse_authorization
 from routing.model import PartyKey, PartyRole, Role
 from routing.table import MAX_CACHED_CALLERS, RoutingTable
+from tests.support.processes import ocpi_hub_executable
 from tests.support.redis_server import free_port, running_redis
 
 SIZES: Final = (10, 1_000, 10_000, 100_000)
@@ -297,7 +298,7 @@ async def propagation(url: str, registry: SyntheticRegistry, raws: list[bytes], 
         env = {k: v for k, v in os.environ.items() if not k.startswith("OCPI_HUB_")}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         env["OCPI_HUB_KEY_PREFIX"] = prefix
-        hub = os.path.join(os.path.dirname(PYTHON), "ocpi-hub")
+        hub = ocpi_hub_executable()
         args = ("--redis-url", url, "--workers", str(WORKERS), "--port", str(port), "--log-level", "warning")
         with process(hub, "serve", *args, "--drain-time", "1", env=env) as child:
             started = time.perf_counter()

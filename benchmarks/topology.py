@@ -24,6 +24,7 @@ from registry.keys import RegistryKeys
 from registry.store import PartyStore
 from routing.model import PartyRole
 from tests.support.fake_party import FakeParty, token_header
+from tests.support.processes import ocpi_hub_executable
 from tests.support.redis_server import free_port, running_redis
 
 PYTHON = sys.executable
@@ -165,7 +166,7 @@ def _given(url: str) -> Iterator[str]:
 
 
 def _ocpi_hub() -> str:
-    return os.path.join(os.path.dirname(PYTHON), "ocpi-hub")
+    return ocpi_hub_executable()
 
 
 def _children(pid: int) -> list[int]:

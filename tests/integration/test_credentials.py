@@ -16,6 +16,7 @@ from registry.store import PartyStore
 from routing.model import ConnectionStatus, PartyKey, PartyRole
 from tests.support.fake_party import FakeParty, token_header
 from tests.support.hubs import RunningHub, connect_party
+from tests.support.processes import ocpi_hub_executable
 from tests.support.servers import bound_socket, serve
 
 pytestmark = pytest.mark.integration
@@ -239,7 +240,7 @@ async def test_bad_tokens_are_401_envelopes(
 async def test_hub_initiated_connect(hub: RunningHub, store: PartyStore, redis_url: str) -> None:
     async with FakeParty([("BE", "EMP", "EMSP")], name="emsp").running() as party:
         process = await asyncio.create_subprocess_exec(
-            "ocpi-hub",
+            ocpi_hub_executable(),
             "registry",
             "--redis-url",
             redis_url,
