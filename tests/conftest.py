@@ -42,7 +42,7 @@ def keys() -> RegistryKeys:
 async def redis(redis_url: str, keys: RegistryKeys) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url)
     yield client
-    # Delete only this test's keys (its own hash tag); never FLUSHALL.
+    # Delete only this test's keys (its own hash tag), nothing else on the server.
     async for key in client.scan_iter(match="{" + keys.prefix.rstrip(":") + "}:*"):
         await client.delete(key)
     await client.aclose()

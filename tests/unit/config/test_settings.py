@@ -47,13 +47,13 @@ def test_defaults() -> None:
 
 
 def test_precedence_flags_over_env_over_file_over_defaults(write_config: WriteConfig) -> None:
-    path = write_config('port = 1000\nhost = "10.0.0.1"\nname = "from-file"\nworkers = 3\n')
+    path = write_config('port = 1000\nhost = "127.0.0.5"\nname = "from-file"\nworkers = 3\n')
     environ = {ENV_PREFIX + "PORT": "2000", ENV_PREFIX + "NAME": "from-env", ENV_PREFIX + "WORKERS": "4"}
     settings = load_settings(environ, {"port": 3000, "workers": None}, config_file=path)
     assert settings.port == 3000  # flag
     assert settings.name == "from-env"  # env beats file
     assert settings.workers == 4  # a None flag is "not given": env stays
-    assert settings.host == "10.0.0.1"  # file beats default
+    assert settings.host == "127.0.0.5"  # file beats default
     assert settings.log_level == "info"  # default
 
 
@@ -301,7 +301,7 @@ def test_every_field_has_help() -> None:
 
 def test_base_url_default() -> None:
     assert Settings().base_url == "http://127.0.0.1:8080"
-    assert Settings(host="10.1.2.3", port=9443, certfile="c.pem", keyfile="k.pem").base_url == "https://10.1.2.3:9443"
+    assert Settings(host="127.0.0.6", port=9443, certfile="c.pem", keyfile="k.pem").base_url == "https://127.0.0.6:9443"
 
 
 @pytest.mark.parametrize(
