@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import click
 import orjson
 
-from config.settings import FIELDS, ConfigError, load_settings
+from config.settings import FIELDS, ConfigError, Settings, load_settings
 from hub import server
 from hub.credentials import HubIdentity, connect
 from hub.forward import Outbound
@@ -49,13 +49,19 @@ def fail_usage(message: str) -> NoReturn:
     sys.exit(2)
 
 
+DEFAULTS = Settings()
+
+
 def _serve_options(func: Any) -> Any:
     for name in reversed(list(FIELDS)):
         if name == "key_prefix":
             continue
         help_text = FIELDS[name].metadata.get("help", "")
         flag = "--" + name.replace("_", "-")
-        func = click.option(flag, name, default=None, help=f"{help_text} [env OCPI_HUB_{name.upper()}]")(func)
+        default = getattr(DEFAULTS, name)
+        shown = ",".join(f"{k}={v:g}" for k, v in default.items()) if isinstance(default, dict) else default
+        where = f"[env OCPI_HUB_{name.upper()}; default: {shown if shown != '' else 'none'}]"
+        func = click.option(flag, name, default=None, help=f"{help_text} {where}")(func)
     return click.option("--config", "config_file", default=None, help="TOML file with the same keys.")(func)
 
 
