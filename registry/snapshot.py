@@ -14,7 +14,7 @@ import time
 
 from redis.exceptions import RedisError
 
-from registry.codec import PlatformRecord
+from registry.codec import PlatformRecord, decode_platform
 from registry.store import PartyStore, Snapshot
 from routing.datetimes import parse_datetime
 from routing.headers import authorization_value
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 FULL_RELOAD_INTERVAL = 300.0
 #: Registries larger than this are rebuilt in a worker thread.
 THREADED_RELOAD = 2_000
+#: Platforms read and built per step of a full reload.
+RELOAD_BATCH = 2_000
 #: Change notices taken in one go before the snapshot is patched.
 MAX_BATCH = 512
 _MODULES = {m.value: m for m in ModuleID}
@@ -66,12 +68,13 @@ def build_table(snapshot: Snapshot, hub: PartyKey) -> RoutingTable:
     return RoutingTable(version=snapshot.version, hub=hub, platforms=platforms, tokens=tokens)
 
 
-def _build_quietly(snapshot: Snapshot, hub: PartyKey) -> RoutingTable:
+def _build_batch(raws: list[bytes]) -> dict[str, Platform]:
     # Building allocates one object graph that lives until the next reload; collecting garbage in the
     # middle of it only walks that graph again and again (most of a large reload's time).
     gc.disable()
     try:
-        return build_table(snapshot, hub)
+        platforms = (build_platform(decode_platform(raw)) for raw in raws)
+        return {p.id: p for p in platforms}
     finally:
         gc.enable()
 
@@ -94,17 +97,25 @@ class SnapshotHolder:
         self.reachable = False
 
     async def reload(self) -> None:
-        """Rebuild the whole table from Redis."""
-        snapshot = await self.store.snapshot()
-        if snapshot.version < self.table.version:
-            return  # a newer table was patched in while this one was read
-        if len(snapshot.platforms) > THREADED_RELOAD:
-            # Large registries take seconds to build: off the event loop, so requests keep being served.
-            table = await asyncio.to_thread(_build_quietly, snapshot, self.hub)
-        else:
-            table = _build_quietly(snapshot, self.hub)
-        self._swap(table)
-        log.debug("snapshot version %d loaded (%d platforms)", snapshot.version, len(snapshot.platforms))
+        """Rebuild the whole table from Redis, a batch of platforms at a time.
+
+        Labelled with the version read before the scan: changes made during it arrive as notices with higher
+        versions and are patched in after (a record read in its newer state is simply patched again).
+        """
+        version = await self.store.version()
+        if version < self.table.version:
+            return  # a newer table was patched in meanwhile
+        # Large registries take seconds to decode and build: off the event loop, so requests keep being served.
+        threaded = await self.store.platform_count() > THREADED_RELOAD
+        platforms: dict[str, Platform] = {}
+        async for raws in self.store.scan_platforms(RELOAD_BATCH):
+            built = await asyncio.to_thread(_build_batch, raws) if threaded else _build_batch(raws)
+            platforms.update(built)
+        if version < self.table.version:
+            return
+        tokens = {d: TokenGrant(p.id, d, p.registered) for p in platforms.values() for d in p.digests}
+        self._swap(RoutingTable(version=version, hub=self.hub, platforms=platforms, tokens=tokens))
+        log.debug("snapshot version %d loaded (%d platforms)", version, len(platforms))
 
     async def apply_notices(self, notices: list[tuple[str, int]]) -> None:
         """Patch in the platforms named by change notices ``(platform_id, version)``.

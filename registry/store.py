@@ -8,7 +8,7 @@ Must not: decide routing, speak HTTP, or be awaited on the hot path.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -134,6 +134,24 @@ class PartyStore:
         return int(version or 0), {
             pid: (None if raw is None else decode_platform(raw)) for pid, raw in zip(platform_ids, raws, strict=True)
         }
+
+    async def platform_count(self) -> int:
+        return int(await self.redis.hlen(self.keys.platforms()))
+
+    async def scan_platforms(self, batch: int) -> AsyncIterator[list[bytes]]:
+        """Every platform record's raw JSON, a batch at a time (HSCAN: memory stays one batch deep).
+
+        Not a consistent read: records changed during the scan may come in either state, so a reader labels
+        what it built with the version read before the scan and lets later change notices patch it.
+        """
+        cursor = 0
+        while True:
+            cursor, found = await self.redis.hscan(self.keys.platforms(), cursor, count=batch)
+            values = found.values() if isinstance(found, dict) else found[1::2]  # redis-py types both shapes
+            if values:
+                yield [raw if isinstance(raw, bytes) else raw.encode() for raw in values]
+            if cursor == 0:
+                return
 
     async def platforms(self) -> list[PlatformRecord]:
         raw = await self.redis.hgetall(self.keys.platforms())
