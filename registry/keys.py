@@ -70,3 +70,29 @@ class RegistryKeys:
     def lease(self) -> str:
         """STRING (with TTL): the id of the hub process running the scheduler."""
         return f"{self._base}lease:scheduler"
+
+    # -- broadcast object store and owner index (registry/objects.py, registry/owners.py)
+
+    def objects(self, module: str) -> str:
+        """HASH member (``CC:PID:id``; tokens ``CC:PID:TYPE:uid``) → the stored object's JSON bytes."""
+        return f"{self._base}obj:{module}"
+
+    def object_sequence(self, module: str) -> str:
+        """ZSET member → sequence number given when first stored (GET All order and keyset cursor)."""
+        return f"{self._base}obj:{module}:seq"
+
+    def object_updated(self, module: str) -> str:
+        """ZSET member → the object's ``last_updated`` in epoch microseconds (staleness, date filters)."""
+        return f"{self._base}obj:{module}:lu"
+
+    def object_counter(self, module: str) -> str:
+        """INT: the last sequence number given in a module (INCR)."""
+        return f"{self._base}obj:{module}:next"
+
+    def owner_index(self, kind: str) -> str:
+        """HASH key → comma-separated ``CC:PID`` owners, kept until the owner is dropped (tokens, locations)."""
+        return f"{self._base}own:{kind}"
+
+    def owner_bucket(self, kind: str, day: int) -> str:
+        """HASH key → owners of facts forgotten on UTC day ``day`` (epoch days); EXPIREAT the end of that day."""
+        return f"{self._base}own:{kind}:{day}"

@@ -1,0 +1,293 @@
+"""Who owns what, for Open Routing (transport_and_format §4.1.8.4): the hub's owner index in Redis.
+
+Owns: the owner index — token (uid + type) → eMSP, location id → CPO, session id → CPO and → eMSP that received
+the session's PUT, reservation id → CPO that received the RESERVE_NOW — its Redis layout, its TTLs, and the Lua
+that adds an owner to an entry (``ADD_OWNER_LUA``, also run by registry/objects.py inside its PUT script so a
+broadcast Token/Location feeds the index in the same round trip).
+Must not: decide routing (more than one owner is an ambiguity the caller answers with 4001; location, session and
+reservation ids are unique per CPO only, mod_locations §8.3.1, mod_sessions §9.3.1), speak HTTP, or read bodies.
+
+How the spec leaves the choice of destination to the hub (maintainers, ocpi/ocpi #501), and what this index keeps:
+
+* Tokens and locations (``OwnerKind.TOKEN``, ``OwnerKind.LOCATION``) are kept until their owner is dropped:
+  tokens cannot be deleted (mod_tokens §12.2.2), locations are never deleted either (mod_locations §8.2.2: EVSEs
+  are set to ``REMOVED``). One HASH per kind: field = key (upper-cased: ids are CiString, types §16.1), value =
+  the owners as comma-separated ``CC:PID`` (almost always one).
+* Sessions and reservations expire. Redis 6.2 has no per-field TTL, so facts go into HASH buckets by the UTC day on
+  which they are to be forgotten; a bucket carries EXPIREAT the end of that day. A session is forgotten
+  ``SESSION_TTL`` (30 days) after it was last learned (a session seen again moves into a later bucket); a
+  reservation ``RESERVATION_GRACE`` (48 h) after its ``expiry_date`` (mod_commands §13.3.3 ReserveNow; the CPO may
+  still POST ``CANCELED_RESERVATION`` until then), never later than ``EXPIRING_MAX`` (30 days) after it was learned,
+  and 30 days when the expiry is not known. An entry lives up to one day longer than asked (the rest of its bucket's
+  day). A lookup reads every bucket from today to today + 30 days in one Lua call.
+
+MEMORY-FIGURES-TO-MEASURE
+
+Round trips: ``owners`` one (HGET, or one EVALSHA over the day buckets); ``learn`` one per 500 facts (one EVALSHA,
+atomic and idempotent); ``drop_owners`` scans (control plane).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Final
+
+from redis.asyncio import Redis
+
+from registry.keys import RegistryKeys
+from routing.model import PartyKey
+
+
+class OwnerKind(StrEnum):
+    """What an index key names."""
+
+    TOKEN = "token"  # key: token_key(uid, type); owner: the eMSP (Token.country_code/party_id)
+    LOCATION = "location"  # key: Location.id; owner: the CPO
+    SESSION_CPO = "session_cpo"  # key: Session.id; owner: the CPO that sent it
+    SESSION_EMSP = "session_emsp"  # key: Session.id; owner: the eMSP that received its PUT
+    RESERVATION = "reservation"  # key: ReserveNow.reservation_id; owner: the CPO that received the RESERVE_NOW
+
+
+#: Kinds kept until their owner is dropped; the others expire.
+PERMANENT_KINDS: Final = frozenset({OwnerKind.TOKEN, OwnerKind.LOCATION})
+
+SESSION_TTL: Final = timedelta(days=30)
+RESERVATION_GRACE: Final = timedelta(hours=48)
+#: No expiring fact is kept longer than this after it was learned.
+EXPIRING_MAX: Final = timedelta(days=30)
+
+#: Keys are CiString(36) ids, for tokens prefixed with the type (``AD_HOC_USER:`` is the longest).
+MAX_KEY_LENGTH: Final = 64
+#: Facts per Lua call in ``learn`` (bounds how long one script holds Redis).
+LEARN_BATCH: Final = 500
+
+_DAY_SECONDS: Final = 86_400
+_HORIZON_DAYS: Final = EXPIRING_MAX.days
+_SCAN_COUNT: Final = 1000
+
+#: Lua: add ``owner`` to the comma-separated owners at ``key``/``field`` unless it is there; 1 when added.
+ADD_OWNER_LUA: Final = """
+local function add_owner(key, field, owner)
+  local current = redis.call('HGET', key, field)
+  if not current then
+    redis.call('HSET', key, field, owner)
+    return 1
+  end
+  for present in string.gmatch(current, '[^,]+') do
+    if present == owner then return 0 end
+  end
+  redis.call('HSET', key, field, current .. ',' .. owner)
+  return 1
+end
+"""
+
+# KEYS: the hashes written; ARGV: one EXPIREAT per key (0: none), then (key index, field, owner) per fact.
+# EXPIREAT comes after the writes, so a bucket whose day is already over is deleted at once.
+_LEARN_SCRIPT: Final = (
+    ADD_OWNER_LUA
+    + """
+local added = 0
+local n = #KEYS
+for i = n + 1, #ARGV, 3 do
+  added = added + add_owner(KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
+end
+for i = 1, n do
+  local at = tonumber(ARGV[i])
+  if at > 0 then redis.call('EXPIREAT', KEYS[i], at) end
+end
+return added
+"""
+)
+
+# KEYS: day buckets; ARGV[1]: field. Every bucket's owners for the field.
+_LOOKUP_SCRIPT: Final = """
+local found = {}
+for i = 1, #KEYS do
+  local owners = redis.call('HGET', KEYS[i], ARGV[1])
+  if owners then found[#found + 1] = owners end
+end
+return found
+"""
+
+# KEYS[1]: a hash; ARGV[1]: comma-separated parties to remove; ARGV[2..]: fields. Removes those parties from
+# each field's owners (re-read here, so a concurrent learn is not lost); deletes fields left without owners.
+_DROP_SCRIPT: Final = """
+local gone = {}
+for party in string.gmatch(ARGV[1], '[^,]+') do gone[party] = true end
+local removed = 0
+for i = 2, #ARGV do
+  local current = redis.call('HGET', KEYS[1], ARGV[i])
+  if current then
+    local kept = {}
+    for owner in string.gmatch(current, '[^,]+') do
+      if gone[owner] then removed = removed + 1 else kept[#kept + 1] = owner end
+    end
+    if #kept == 0 then
+      redis.call('HDEL', KEYS[1], ARGV[i])
+    else
+      redis.call('HSET', KEYS[1], ARGV[i], table.concat(kept, ','))
+    end
+  end
+end
+return removed
+"""
+
+
+def token_key(uid: str, token_type: str) -> str:
+    """The index key of a token: its type and uid (mod_tokens §12.2.2: uid + type name a token)."""
+    return f"{token_type}:{uid}".upper()
+
+
+def index_field(key: str) -> str:
+    """The HASH field of a key: ids are CiStrings and compare case-insensitively (types §16.1)."""
+    return key.upper()
+
+
+def valid_key(key: str) -> bool:
+    return 0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable()
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerFact:
+    """``party`` owns ``key`` of ``kind`` (seen on routed traffic, or on a broadcast object)."""
+
+    kind: OwnerKind
+    key: str
+    party: PartyKey
+    #: Reservations: ReserveNow.expiry_date. Ignored for other kinds.
+    expires_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not valid_key(self.key):
+            raise ValueError(f"owner index key must be 1..{MAX_KEY_LENGTH} printable ASCII characters")
+        if self.expires_at is not None and self.expires_at.tzinfo is None:
+            raise ValueError("expires_at must be an aware datetime")
+
+
+def forget_at(fact: OwnerFact, now: float) -> float | None:
+    """Epoch seconds at which an expiring fact learned at ``now`` is forgotten; None for permanent kinds."""
+    if fact.kind in PERMANENT_KINDS:
+        return None
+    latest = now + EXPIRING_MAX.total_seconds()
+    if fact.kind is OwnerKind.RESERVATION and fact.expires_at is not None:
+        expiry = max(fact.expires_at.timestamp(), now)
+        return min(expiry + RESERVATION_GRACE.total_seconds(), latest)
+    if fact.kind is OwnerKind.RESERVATION:
+        return latest
+    return now + SESSION_TTL.total_seconds()
+
+
+def day_of(epoch_seconds: float) -> int:
+    """The UTC day number (days since 1970-01-01) an instant falls on."""
+    return int(epoch_seconds // _DAY_SECONDS)
+
+
+def parse_owners(raw: bytes | str) -> frozenset[PartyKey]:
+    """``NL:ABC,DE:XYZ`` → the parties (written by this module only)."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    parties = set()
+    for item in text.split(","):
+        country_code, _, party_id = item.partition(":")
+        if country_code and party_id:
+            parties.add(PartyKey(country_code, party_id))
+    return frozenset(parties)
+
+
+class OwnerIndex:
+    """The owner index on one Redis with one key prefix."""
+
+    def __init__(self, redis: Redis, keys: RegistryKeys, clock: Callable[[], float] = time.time) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._clock = clock
+        self._learn = redis.register_script(_LEARN_SCRIPT)
+        self._lookup = redis.register_script(_LOOKUP_SCRIPT)
+        self._drop = redis.register_script(_DROP_SCRIPT)
+
+    async def owners(self, kind: OwnerKind, key: str) -> frozenset[PartyKey]:
+        """Every party known to own ``key`` (one round trip). More than one is ambiguity; none is unknown."""
+        field = index_field(key)
+        if kind in PERMANENT_KINDS:
+            raw = await self.redis.hget(self.keys.owner_index(kind), field)
+            return frozenset() if raw is None else parse_owners(raw)
+        found = await self._lookup(keys=self._live_buckets(kind), args=[field])
+        owners: set[PartyKey] = set()
+        for raw in found:
+            owners |= parse_owners(raw)
+        return frozenset(owners)
+
+    async def learn(self, facts: Sequence[OwnerFact]) -> int:
+        """Record facts (idempotent; one round trip per ``LEARN_BATCH``); returns how many owners were new."""
+        added = 0
+        for start in range(0, len(facts), LEARN_BATCH):
+            keys, args = self._learn_call(facts[start : start + LEARN_BATCH], self._clock())
+            added += int(await self._learn(keys=keys, args=args))
+        return added
+
+    async def drop_owners(self, parties: Iterable[PartyKey]) -> int:
+        """Forget every entry of these parties (``ocpi-hub registry remove``); scans, control plane only."""
+        dropped = frozenset(parties)
+        if not dropped:
+            return 0
+        today = day_of(self._clock())
+        hashes = [self.keys.owner_index(kind) for kind in sorted(PERMANENT_KINDS)]
+        hashes += [
+            self.keys.owner_bucket(kind, day)
+            for kind in OwnerKind
+            if kind not in PERMANENT_KINDS
+            for day in range(today - 1, today + _HORIZON_DAYS + 2)
+        ]
+        removed = 0
+        joined = ",".join(sorted(str(p) for p in dropped))
+        for key in hashes:
+            cursor = 0
+            while True:
+                cursor, found = await self.redis.hscan(key, cursor, count=_SCAN_COUNT)
+                pairs = found.items() if isinstance(found, dict) else zip(found[::2], found[1::2], strict=True)
+                fields = [f for f, owners in pairs if parse_owners(owners) & dropped]
+                if fields:
+                    removed += int(await self._drop(keys=[key], args=[joined, *fields]))
+                if cursor == 0:
+                    break
+        return removed
+
+    async def counts(self) -> dict[str, int]:
+        """Entries per kind (expiring kinds: summed over live buckets; an entry in two buckets counts twice)."""
+        kinds = list(OwnerKind)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for kind in kinds:
+                keys = [self.keys.owner_index(kind)] if kind in PERMANENT_KINDS else self._live_buckets(kind)
+                for key in keys:
+                    pipe.hlen(key)
+            lengths = iter(await pipe.execute())
+        result = {}
+        for kind in kinds:
+            width = 1 if kind in PERMANENT_KINDS else _HORIZON_DAYS + 1
+            result[kind.value] = sum(int(next(lengths)) for _ in range(width))
+        return result
+
+    def _live_buckets(self, kind: OwnerKind) -> list[str]:
+        today = day_of(self._clock())
+        return [self.keys.owner_bucket(kind, day) for day in range(today, today + _HORIZON_DAYS + 1)]
+
+    def _learn_call(self, facts: Sequence[OwnerFact], now: float) -> tuple[list[str], list[str | int]]:
+        """KEYS and ARGV of one learn script call."""
+        slots: dict[str, int] = {}
+        expiries: list[int] = []
+        triples: list[str | int] = []
+        for fact in facts:
+            forget = forget_at(fact, now)
+            if forget is None:
+                key, expire = self.keys.owner_index(fact.kind), 0
+            else:
+                day = day_of(forget)
+                key, expire = self.keys.owner_bucket(fact.kind, day), (day + 1) * _DAY_SECONDS
+            if key not in slots:
+                slots[key] = len(slots) + 1
+                expiries.append(expire)
+            triples += [slots[key], index_field(fact.key), str(fact.party)]
+        return list(slots), [*expiries, *triples]
