@@ -81,6 +81,7 @@ SCAN_BUDGET: Final = 20_000
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 _SCAN_COUNT: Final = 1000
+_SCAN_BATCH: Final = 500
 _DROP_BATCH: Final = 500
 
 
@@ -452,13 +453,15 @@ return removed
 """
 
 # KEYS: sequence, updated, objects. ARGV: after (-1: none), skip, limit, from µs or '-inf', to µs or '+inf',
-# scan budget, sort limit. Returns {total, state, cursor, skip left, last item's seq, bytes...}; state 0: no more
-# objects, 1: more after the last item, 2: budget spent, go on after ``cursor`` (every entry up to it was seen).
-# Date filters: up to ``sort limit`` matches are sorted by sequence; more are found by scanning the sequence ZSET.
+# scan budget, sort limit, scan batch. Returns {total, state, cursor, skip left, last item's seq, bytes...};
+# state 0: no more objects, 1: more after the last item, 2: budget spent, go on after ``cursor`` (every entry up
+# to it was looked at). Date filters: up to ``sort limit`` matches are sorted by sequence; more are found by
+# scanning the sequence ZSET in batches. Scores are compared as numbers, never printed: Lua's tostring keeps 14
+# digits and a µs timestamp has 16.
 _PAGE_SCRIPT: Final = """
 local after, skip, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local from, to = ARGV[4], ARGV[5]
-local budget, sort_limit = tonumber(ARGV[6]), tonumber(ARGV[7])
+local budget, sort_limit, batch = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local filtered = from ~= '-inf' or to ~= '+inf'
 local high = to
 if to ~= '+inf' then high = '(' .. to end
@@ -504,7 +507,7 @@ else
   if to ~= '+inf' then high_n = tonumber(to) end
   local start, scanned, done = '(' .. after, 0, false
   while not done do
-    local found = redis.call('ZRANGEBYSCORE', KEYS[1], start, '+inf', 'WITHSCORES', 'LIMIT', 0, 500)
+    local found = redis.call('ZRANGEBYSCORE', KEYS[1], start, '+inf', 'WITHSCORES', 'LIMIT', 0, batch)
     if #found == 0 then break end
     local names = {}
     for i = 1, #found, 2 do names[#names + 1] = found[i] end
@@ -601,6 +604,7 @@ class ObjectStore:
                 high,
                 SCAN_BUDGET,
                 SORT_LIMIT,
+                min(SCAN_BUDGET, _SCAN_BATCH),
             ]
             reply = await self._page(keys=keys, args=args)
             total = int(reply[0]) if total is None else total
