@@ -733,6 +733,11 @@ def test_invalid_values_are_rejected_by_the_schema(chart: helm.Chart, values: di
             'hub.configFile sets "redis_url"',
             id="file-redis-url",
         ),
+        pytest.param(
+            {"hub": {"configFile": 'admin_token = "s3cret"\n'}},
+            'hub.configFile sets "admin_token", a secret, in a ConfigMap',
+            id="file-admin-token",
+        ),
         pytest.param({"ingress": {"enabled": True}}, "ingress.enabled needs ingress.hosts", id="ingress-no-host"),
         pytest.param(
             {"httpRoute": {"enabled": True}}, "httpRoute.enabled needs httpRoute.parentRefs", id="route-no-gw"
