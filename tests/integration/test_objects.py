@@ -205,7 +205,7 @@ async def test_patches_at_every_level(objects: ObjectStore) -> None:
     assert doc["evses"][0]["connectors"][0]["standard"] == "IEC_62196_T2"
     assert doc["evses"][0]["last_updated"] == ts(3)
     assert doc["last_updated"] == ts(3)
-    # An EVSE "deleted" by status REMOVED stays stored with that status (mod_locations §8.2.2.2).
+    # An EVSE "deleted" by status REMOVED stays stored with that status (mod_locations §8.2.2.3).
     await apply_ok(objects, patch(LOC, "NL/ABC/LOC1/E2", {"status": "REMOVED", "last_updated": ts(4)}))
     assert (await stored(objects, LOC, "NL/ABC/LOC1/E2"))["status"] == "REMOVED"
 
@@ -293,7 +293,7 @@ async def test_tariff_delete_removes_it(objects: ObjectStore) -> None:
 
 
 async def test_tokens_are_named_by_uid_and_type(objects: ObjectStore) -> None:
-    await apply_ok(objects, put(TOK, "DE/MSP/U1", token("U1", 0)))  # no ?type=: RFID (mod_tokens §12.2.2)
+    await apply_ok(objects, put(TOK, "DE/MSP/U1", token("U1", 0)))  # no ?type=: RFID (mod_tokens §12.2.1.2)
     await apply_ok(objects, put(TOK, "DE/MSP/U1", token("U1", 0, "APP_USER"), token_type="APP_USER"))
     assert (await objects.counts())["tokens"] == 2
     assert (await stored(objects, TOK, "DE/MSP/U1"))["type"] == "RFID"

@@ -117,7 +117,7 @@ def test_malformed_addresses_are_invalid(module: ModuleID, segments: tuple[str, 
     ("module", "segments", "method"),
     [
         (ModuleID.TARIFFS, ("NL", "ABC", "T1"), "PATCH"),  # mod_tariffs §11.2.2: PATCH n/a
-        (ModuleID.TOKENS, ("NL", "ABC", "U1"), "DELETE"),  # mod_tokens §12.2.2: tokens cannot be removed
+        (ModuleID.TOKENS, ("NL", "ABC", "U1"), "DELETE"),  # mod_tokens §12.2.1: tokens cannot be removed
         (ModuleID.LOCATIONS, ("NL", "ABC", "L1"), "DELETE"),  # mod_locations §8.2.2: use PATCH status=REMOVED
         (ModuleID.LOCATIONS, ("NL", "ABC", "L1"), "POST"),
         (ModuleID.TARIFFS, ("NL", "ABC", "T1"), "GET"),
