@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -535,6 +537,112 @@ async def test_page_of_100_from_a_large_store_reads_only_that_page(objects: Obje
     filtered = await objects.page(TAR, PageQuery(limit=100, date_from=BASE + timedelta(minutes=49)))
     assert filtered.total == 40
     assert ids_of(filtered) == [f"B{n:04d}" for n in range(49, 2000, 50)]
+
+
+# -- round trips ----------------------------------------------------------------------------------------------
+
+
+class CommandCounter:
+    """Counts the RESP commands a client sends through a loopback proxy (each a request the client waits on)."""
+
+    def __init__(self) -> None:
+        self.commands: list[bytes] = []
+
+    def feed(self, buffer: bytearray) -> None:
+        """Take every complete command (``*n`` then n bulk strings) off the front of ``buffer``."""
+        while True:
+            end = _complete_command(buffer)
+            if end is None:
+                return
+            name_len_end = buffer.index(b"\r\n", buffer.index(b"$")) + 2
+            length = int(buffer[buffer.index(b"$") + 1 : name_len_end - 2])
+            self.commands.append(bytes(buffer[name_len_end : name_len_end + length]).upper())
+            del buffer[:end]
+
+
+def _complete_command(buffer: bytearray) -> int | None:
+    if not buffer.startswith(b"*") or b"\r\n" not in buffer:
+        return None
+    head = buffer.index(b"\r\n")
+    position = head + 2
+    for _ in range(int(buffer[1:head])):
+        line = buffer.find(b"\r\n", position)
+        if line < 0:
+            return None
+        position = line + 2 + int(buffer[position + 1 : line]) + 2
+        if position > len(buffer):
+            return None
+    return position
+
+
+@asynccontextmanager
+async def counting_proxy(redis_url: str) -> AsyncIterator[tuple[str, CommandCounter]]:
+    target = urlsplit(redis_url)
+    counter = CommandCounter()
+    pumps: set[asyncio.Task[None]] = set()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: bool) -> None:
+        buffer = bytearray()
+        while data := await reader.read(65536):
+            if count:
+                buffer += data
+                counter.feed(buffer)
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    async def connected(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        server_reader, server_writer = await asyncio.open_connection(target.hostname, target.port)
+        writers.extend((client_writer, server_writer))
+        pumps.add(asyncio.create_task(pump(client_reader, server_writer, True)))
+        pumps.add(asyncio.create_task(pump(server_reader, client_writer, False)))
+
+    server = await asyncio.start_server(connected, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"redis://127.0.0.1:{port}/{target.path.lstrip('/') or 0}", counter
+    finally:
+        server.close()
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        for writer in writers:
+            writer.close()
+        await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
+        await server.wait_closed()
+
+
+async def test_round_trips_per_operation(redis_url: str, redis: Redis, keys: RegistryKeys) -> None:
+    async with counting_proxy(redis_url) as (url, counter):
+        client = Redis.from_url(url)
+        try:
+            objects = ObjectStore(client, keys)
+            index = OwnerIndex(client, keys)
+            # Warm up: the connection's handshake, and each script loaded once (EVALSHA, NOSCRIPT, SCRIPT LOAD).
+            await apply_ok(objects, put(LOC, "NL/ABC/L0", location("L0", 0)))
+            await apply_ok(objects, patch(LOC, "NL/ABC/L0/E1", {"status": "CHARGING", "last_updated": ts(1)}))
+            await objects.page(LOC, PageQuery())
+            await index.owners(OwnerKind.SESSION_CPO, "S1")
+
+            async def sent(operation: Callable[[], Any]) -> list[bytes]:
+                counter.commands.clear()
+                await operation()
+                return list(counter.commands)
+
+            assert await sent(lambda: objects.apply(put(LOC, "NL/ABC/L1", location("L1", 0)))) == [b"EVALSHA"]
+            assert await sent(lambda: objects.apply(put(TOK, "DE/MSP/U1", token("U1", 0)))) == [b"EVALSHA"]
+            nested = patch(LOC, "NL/ABC/L1/E1/1", {"format": "SOCKET", "last_updated": ts(2)})
+            assert await sent(lambda: objects.apply(nested)) == [b"HGET", b"EVALSHA"]
+            assert await sent(lambda: objects.page(LOC, PageQuery(limit=1))) == [b"EVALSHA"]
+            dated = PageQuery(date_from=BASE, limit=1, after=1)
+            assert await sent(lambda: objects.page(LOC, dated)) == [b"EVALSHA"]
+            assert await sent(lambda: objects.get(LOC, ("NL", "ABC", "L1", "E1"))) == [b"HGET"]
+            assert await sent(lambda: index.owners(OwnerKind.LOCATION, "L1")) == [b"HGET"]
+            assert await sent(lambda: index.owners(OwnerKind.SESSION_CPO, "S1")) == [b"EVALSHA"]
+            assert await sent(objects.counts) == [b"ZCARD"] * 3  # one pipeline
+        finally:
+            await client.aclose()
 
 
 # -- control plane --------------------------------------------------------------------------------------------
