@@ -1,20 +1,25 @@
 """The hub's settings: one frozen ``Settings`` built once at start-up.
 
 Owns: every setting's name, default, type and help text; the precedence flags > env > TOML file > defaults;
-validation that reports every bad key in one ``ConfigError``.
+validation that reports every bad key in one ``ConfigError``. A setting's converter follows from its declared
+type (int, float, str, a Literal of choices, a tuple of strings, the per-module timeout table), its bounds from
+its field metadata, so adding a setting is one line here.
 Must not: be read per request (build once, pass the object), or import anything outside the standard library.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import ipaddress
 import math
 import re
 import tomllib
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, get_args, get_origin
 
 ServerName = Literal["uvicorn", "hypercorn"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -28,6 +33,8 @@ _CC = re.compile(r"[A-Za-z]{2}")
 _PID = re.compile(r"[A-Za-z0-9]{3}")
 #: Forwarding timeouts that apply unless a module's is set: real-time authorization answers fast (mod_tokens §12.1.3).
 DEFAULT_FORWARD_TIMEOUTS: Final = {"tokens": 5.0}
+#: Settings that hold secrets: masked wherever the effective configuration is shown.
+SECRET_SETTINGS: Final = frozenset({"admin_token", "redis_url", "store_redis_url"})
 
 
 class ConfigError(Exception):
@@ -38,64 +45,101 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _setting(default: Any, help: str, *, minimum: float | None = None, positive: bool = False) -> Any:
+    """A field with its help text and bounds (``positive``: > 0; ``minimum``: ≥ that)."""
+    metadata = {"help": help, "minimum": minimum, "positive": positive}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the hub and the registry CLI are configured with."""
 
-    host: str = field(default="127.0.0.1", metadata=_help("Listen address."))
-    port: int = field(default=8080, metadata=_help("Listen port."))
-    public_url: str = field(
-        default="",
-        metadata=_help("Base URL parties reach the hub at (default http://{host}:{port}); used in every URL it gives."),
+    host: str = _setting("127.0.0.1", "Listen address.")
+    port: int = _setting(8080, "Listen port.", minimum=0)
+    public_url: str = _setting(
+        "", "Base URL parties reach the hub at (default http://{host}:{port}); used in every URL it gives."
     )
-    redis_url: str = field(
-        default="",
-        metadata=_help("redis://, rediss://, unix:// or redis+sentinel:// URL of the registry; empty: embedded Redis."),
+    admin_host: str = _setting("", "Listen address of the admin listener (/metrics, operator page; default: host).")
+    admin_port: int = _setting(8081, "Port of the admin listener (/metrics, operator page); 0 turns it off.", minimum=0)
+    admin_token: str = _setting("", "Bearer token the admin listener requires (default: none, open).")
+    redis_url: str = _setting(
+        "", "redis://, rediss://, unix:// or redis+sentinel:// URL of the registry; empty: embedded Redis."
     )
-    data_dir: str = field(default="./.ocpi-hub", metadata=_help("Where the embedded Redis keeps its data."))
-    country_code: str = field(default="ZZ", metadata=_help("The hub's own OCPI country code (role HUB)."))
-    party_id: str = field(default="HUB", metadata=_help("The hub's own OCPI party id (role HUB)."))
-    name: str = field(default="ocpi-hub", metadata=_help("Business name in the hub's credentials."))
-    workers: int = field(default=1, metadata=_help("Server worker processes."))
-    server: ServerName = field(default="uvicorn", metadata=_help("HTTP server: uvicorn, or hypercorn (HTTP/2, TLS)."))
-    log_level: LogLevel = field(default="info", metadata=_help("Log level."))
-    certfile: str = field(default="", metadata=_help("TLS certificate file (PEM); enables HTTPS."))
-    keyfile: str = field(default="", metadata=_help("TLS private key file (PEM)."))
-    forward_timeout: float = field(
-        default=10.0, metadata=_help("Seconds to wait for a receiver before answering 4002.")
+    store_redis_url: str = _setting(
+        "", "Redis URL of the store of broadcast objects (GET All via Hub); empty: the registry's Redis."
     )
-    forward_timeouts: Mapping[str, float] = field(
-        default_factory=lambda: dict(DEFAULT_FORWARD_TIMEOUTS),
-        metadata=_help("Per-module overrides of forward_timeout, e.g. tokens=3,commands=8 (real-time authorization)."),
+    data_dir: str = _setting("./.ocpi-hub", "Where the embedded Redis keeps its data.")
+    country_code: str = _setting("ZZ", "The hub's own OCPI country code (role HUB).")
+    party_id: str = _setting("HUB", "The hub's own OCPI party id (role HUB).")
+    name: str = _setting("ocpi-hub", "Business name in the hub's credentials.")
+    workers: int = _setting(1, "Server worker processes.", positive=True)
+    server: ServerName = _setting("uvicorn", "HTTP server: uvicorn, or hypercorn (HTTP/2, TLS).")
+    log_level: LogLevel = _setting("info", "Log level.")
+    certfile: str = _setting("", "TLS certificate file (PEM); enables HTTPS.")
+    keyfile: str = _setting("", "TLS private key file (PEM).")
+    forward_timeout: float = _setting(10.0, "Seconds to wait for a receiver before answering 4002.", positive=True)
+    forward_timeouts: Mapping[str, float] = _setting(
+        DEFAULT_FORWARD_TIMEOUTS,
+        "Per-module overrides of forward_timeout, e.g. tokens=3,commands=8 (real-time authorization).",
     )
-    connect_timeout: float = field(default=3.0, metadata=_help("Seconds to open a connection to a receiver."))
-    max_body_size: int = field(default=10_485_760, metadata=_help("Largest request body accepted, in bytes."))
-    max_connections: int = field(default=512, metadata=_help("Outbound connections in all, per process."))
-    max_connections_per_receiver: int = field(
-        default=64, metadata=_help("Outbound connections to one receiver host, per process.")
+    connect_timeout: float = _setting(3.0, "Seconds to open a connection to a receiver.", positive=True)
+    max_body_size: int = _setting(10_485_760, "Largest request body accepted, in bytes.", positive=True)
+    max_buffered_answer: int = _setting(
+        1_048_576,
+        "Answers up to this many bytes are read whole before the requester gets them (a receiver failing "
+        "mid-answer then yields 4002/4003, not a cut-off 200); larger ones stream.",
+        minimum=0,
     )
-    liveness_interval: float = field(
-        default=300.0, metadata=_help("Seconds of silence after which the hub GETs a party's versions endpoint.")
+    max_connections: int = _setting(512, "Outbound connections in all, per process.", positive=True)
+    max_connections_per_receiver: int = _setting(
+        64, "Outbound connections to one receiver host, per process.", positive=True
     )
-    drain_time: float = field(
-        default=10.0, metadata=_help("Seconds a shutdown waits for in-flight requests and broadcasts.")
+    max_pending_per_receiver: int = _setting(
+        512,
+        "Requests to one receiver host in flight or queued, per process; past it: 4003 at once (circuit breaker).",
+        positive=True,
     )
-    callback_ttl: int = field(
-        default=172_800, metadata=_help("Seconds a rewritten response_url or CDR Location stays usable.")
+    max_pending_per_sender: int = _setting(
+        256,
+        "Of those, the most one sending platform may hold (a flooding sender cannot crowd others out).",
+        positive=True,
     )
-    link_ttl: int = field(
-        default=900, metadata=_help("Seconds a rewritten pagination Link stays usable (pages are read at once).")
+    max_client_connections: int = _setting(
+        4096, "Client connections per process; past it a new connection gets HTTP 503 and is closed.", positive=True
     )
-    snapshot_poll_interval: float = field(
-        default=0.25, metadata=_help("Seconds between registry version checks (pub/sub is the fast path).")
+    max_request_headers: int = _setting(100, "Most headers a request may have (else HTTP 431).", positive=True)
+    max_header_line: int = _setting(
+        8192, "Longest request line or header line, in bytes (else HTTP 431).", positive=True
     )
-    broadcast_concurrency: int = field(default=64, metadata=_help("Deliveries of one broadcast in flight at once."))
-    lease_ttl: float = field(default=10.0, metadata=_help("Seconds the scheduler lease lives without renewal."))
-    key_prefix: str = field(default="ocpihub:", metadata=_help("Prefix of every Redis key the hub writes."))
+    max_head_size: int = _setting(32_768, "Largest request head, in bytes (else HTTP 431).", positive=True)
+    head_timeout: float = _setting(
+        10.0, "Seconds a request head may take to arrive (else HTTP 408, connection closed).", positive=True
+    )
+    keepalive_timeout: float = _setting(5.0, "Seconds an idle keep-alive client connection stays open.", positive=True)
+    liveness_interval: float = _setting(
+        300.0, "Seconds of silence after which the hub GETs a party's versions endpoint.", positive=True
+    )
+    drain_time: float = _setting(10.0, "Seconds a shutdown waits for in-flight requests and broadcasts.", minimum=0)
+    callback_ttl: int = _setting(
+        172_800, "Seconds a rewritten response_url or CDR Location stays usable.", positive=True
+    )
+    link_ttl: int = _setting(
+        900, "Seconds a relayed pagination Link stays usable (pages are read at once).", positive=True
+    )
+    snapshot_poll_interval: float = _setting(
+        0.25, "Seconds between registry version checks (pub/sub is the fast path).", positive=True
+    )
+    broadcast_concurrency: int = _setting(64, "Deliveries of one broadcast in flight at once.", positive=True)
+    lease_ttl: float = _setting(10.0, "Seconds the scheduler lease lives without renewal.", positive=True)
+    allow_party_networks: tuple[str, ...] = _setting(
+        (),
+        "Networks (CIDR, repeatable) party URLs may resolve to besides public addresses; loopback, private, "
+        "link-local and other special addresses are refused otherwise.",
+    )
+    key_prefix: str = _setting("ocpihub:", "Prefix of every Redis key the hub writes.")
 
     @property
     def base_url(self) -> str:
@@ -111,6 +155,7 @@ class Settings:
 
 
 FIELDS: Final = {f.name: f for f in dataclasses.fields(Settings)}
+_TYPES: Final = typing.get_type_hints(Settings)
 
 
 def _parse_timeouts(raw: object) -> dict[str, float]:
@@ -166,9 +211,16 @@ def _to_str(raw: object) -> str:
     return raw
 
 
-def _choice(name: str) -> Callable[[object], str]:
-    allowed = get_args(ServerName if name == "server" else LogLevel)
+def _to_strings(raw: object) -> tuple[str, ...]:
+    """A TOML array of strings, or a comma-separated string (env, flags)."""
+    if isinstance(raw, str):
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+    if isinstance(raw, list | tuple) and all(isinstance(v, str) for v in raw):
+        return tuple(v.strip() for v in raw if v.strip())
+    raise ValueError("expected a list of strings")
 
+
+def _choice(allowed: tuple[str, ...]) -> Callable[[object], str]:
     def convert(raw: object) -> str:
         value = _to_str(raw).strip().lower()
         if value not in allowed:
@@ -178,68 +230,60 @@ def _choice(name: str) -> Callable[[object], str]:
     return convert
 
 
-_CONVERTERS: Final[dict[str, Callable[[object], Any]]] = {
-    "port": _to_int,
-    "workers": _to_int,
-    "max_body_size": _to_int,
-    "max_connections": _to_int,
-    "max_connections_per_receiver": _to_int,
-    "broadcast_concurrency": _to_int,
-    "callback_ttl": _to_int,
-    "link_ttl": _to_int,
-    "forward_timeout": _to_float,
-    "connect_timeout": _to_float,
-    "liveness_interval": _to_float,
-    "drain_time": _to_float,
-    "snapshot_poll_interval": _to_float,
-    "lease_ttl": _to_float,
-    "forward_timeouts": _parse_timeouts,
-    "server": _choice("server"),
-    "log_level": _choice("log_level"),
-}
+def choices(name: str) -> tuple[str, ...]:
+    """The allowed values of a setting with a fixed set of choices; () for any other."""
+    hint = _TYPES[name]
+    return tuple(get_args(hint)) if get_origin(hint) is Literal else ()
 
-_POSITIVE: Final = frozenset(
-    {
-        "workers",
-        "max_body_size",
-        "max_connections",
-        "max_connections_per_receiver",
-        "broadcast_concurrency",
-        "callback_ttl",
-        "link_ttl",
-        "forward_timeout",
-        "connect_timeout",
-        "liveness_interval",
-        "snapshot_poll_interval",
-        "lease_ttl",
-    }
-)
+
+def _converter(name: str) -> Callable[[object], Any]:
+    hint = _TYPES[name]
+    if name == "forward_timeouts":
+        return _parse_timeouts
+    if get_origin(hint) is Literal:
+        return _choice(choices(name))
+    if get_origin(hint) is tuple:
+        return _to_strings
+    return {int: _to_int, float: _to_float}.get(hint, _to_str)
+
+
+_CONVERTERS: Final = {name: _converter(name) for name in FIELDS}
 
 
 def _check(values: dict[str, Any], problems: list[str]) -> None:
-    port = values.get("port")
-    if isinstance(port, int) and not 0 <= port <= 65535:
-        problems.append("port: must be between 0 and 65535")
-    for name in _POSITIVE:
-        value = values.get(name)
-        if isinstance(value, int | float) and value <= 0:
+    for name, value in values.items():
+        meta = FIELDS[name].metadata
+        if not isinstance(value, int | float):
+            continue
+        if meta.get("positive") and value <= 0:
             problems.append(f"{name}: must be positive")
-    drain = values.get("drain_time")
-    if isinstance(drain, float) and drain < 0:
-        problems.append("drain_time: must not be negative")
+        elif meta.get("minimum") is not None and value < meta["minimum"]:
+            problems.append(f"{name}: must not be below {meta['minimum']:g}")
+    for name in ("port", "admin_port"):
+        port = values.get(name)
+        if isinstance(port, int) and port > 65535:
+            problems.append(f"{name}: must be between 0 and 65535")
     cc, pid = values.get("country_code"), values.get("party_id")
     if isinstance(cc, str) and not _CC.fullmatch(cc):
         problems.append("country_code: must be two letters (OCPI CiString(2))")
     if isinstance(pid, str) and not _PID.fullmatch(pid):
         problems.append("party_id: must be three letters or digits (OCPI CiString(3))")
-    url = values.get("redis_url")
-    if isinstance(url, str) and url and not url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
-        problems.append("redis_url: must start with redis://, rediss://, unix:// or redis+sentinel://")
+    for name in ("redis_url", "store_redis_url"):
+        url = values.get(name)
+        schemes = ("redis://", "rediss://", "unix://", "redis+sentinel://")
+        if isinstance(url, str) and url and not url.startswith(schemes):
+            problems.append(f"{name}: must start with redis://, rediss://, unix:// or redis+sentinel://")
     public = values.get("public_url")
     if isinstance(public, str) and public and not public.startswith(("http://", "https://")):
         problems.append("public_url: must start with http:// or https://")
     if bool(values.get("certfile")) != bool(values.get("keyfile")):
         problems.append("certfile/keyfile: give both or neither")
+    for cidr in values.get("allow_party_networks", ()):
+        try:
+            # strict: "10.1.2.3/8" is more likely a typo than a wish to allow all of 10/8.
+            ipaddress.ip_network(cidr, strict=True)
+        except ValueError:
+            problems.append(f"allow_party_networks: {cidr!r} is not a network in CIDR form (e.g. 10.0.0.0/8)")
 
 
 def read_config_file(path: str) -> dict[str, object]:
@@ -253,10 +297,23 @@ def read_config_file(path: str) -> dict[str, object]:
         raise ConfigError([f"config: {path} is not valid TOML: {exc}"]) from None
 
 
+def _unknown(key: str, where: str) -> str:
+    guess = difflib.get_close_matches(key, FIELDS, n=1)
+    return f"{key}: unknown key in {where}" + (f" (did you mean {guess[0]}?)" if guess else "")
+
+
 def load_settings(
-    environ: Mapping[str, str], overrides: Mapping[str, object] | None = None, config_file: str | None = None
+    environ: Mapping[str, str],
+    overrides: Mapping[str, object] | None = None,
+    config_file: str | None = None,
+    *,
+    only: frozenset[str] | None = None,
 ) -> Settings:
-    """Build Settings from flags (``overrides``), env, the TOML file and defaults, in that order of precedence."""
+    """Build Settings from flags (``overrides``), env, the TOML file and defaults, in that order of precedence.
+
+    ``only``: validate just these settings from env and file (a registry command must not fail on a serve-only
+    variable such as OCPI_HUB_WORKERS=0); the others keep their defaults.
+    """
     problems: list[str] = []
     path = config_file or environ.get(ENV_PREFIX + "CONFIG") or None
     layers: list[tuple[str, Mapping[str, object]]] = []
@@ -264,7 +321,7 @@ def load_settings(
         file_values = read_config_file(path)
         for key in file_values:
             if key not in FIELDS:
-                problems.append(f"{key}: unknown key in {path}")
+                problems.append(_unknown(key, path))
         layers.append(("file", {k: v for k, v in file_values.items() if k in FIELDS}))
     env_values = {name: environ[ENV_PREFIX + name.upper()] for name in FIELDS if ENV_PREFIX + name.upper() in environ}
     layers.append(("env", env_values))
@@ -273,9 +330,10 @@ def load_settings(
     values: dict[str, Any] = {}
     for source, layer in layers:
         for name, raw in layer.items():
-            convert = _CONVERTERS.get(name, _to_str)
+            if only is not None and source != "flag" and name not in only:
+                continue
             try:
-                values[name] = convert(raw)
+                values[name] = _CONVERTERS[name](raw)
             except ValueError as exc:
                 label = ENV_PREFIX + name.upper() if source == "env" else name
                 problems.append(f"{label}: {exc}")
@@ -292,13 +350,30 @@ def load_settings(
     return Settings(**values)
 
 
+def _text(name: str, value: object) -> str:
+    if name == "forward_timeouts" and isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
+
+
 def to_environ(settings: Settings) -> dict[str, str]:
     """The env variables that rebuild exactly these settings (hands them to server worker processes)."""
-    env: dict[str, str] = {}
+    return {ENV_PREFIX + name.upper(): _text(name, getattr(settings, name)) for name in FIELDS}
+
+
+def effective(settings: Settings) -> dict[str, str]:
+    """Every setting as text, secrets masked (``ocpi-hub serve --check``)."""
+    shown: dict[str, str] = {}
     for name in FIELDS:
-        value = getattr(settings, name)
-        if name == "forward_timeouts":
-            env[ENV_PREFIX + name.upper()] = ",".join(f"{k}={v}" for k, v in value.items())
-        else:
-            env[ENV_PREFIX + name.upper()] = str(value)
-    return env
+        text = _text(name, getattr(settings, name))
+        if name in SECRET_SETTINGS and text:
+            text = _mask_url(text) if name.endswith("url") else "********"
+        shown[name] = text
+    return shown
+
+
+def _mask_url(url: str) -> str:
+    # redis://user:password@host → redis://user:********@host
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1********@", url)

@@ -14,6 +14,8 @@ from config.settings import (
     TIMEOUT_MODULES,
     ConfigError,
     Settings,
+    choices,
+    effective,
     load_settings,
     to_environ,
 )
@@ -313,3 +315,56 @@ def test_base_url_from_public_url_without_trailing_slash(public_url: str) -> Non
 
 def test_base_url_keeps_a_public_path() -> None:
     assert Settings(public_url="https://example.com/hub/").base_url == "https://example.com/hub"
+
+
+# -- types, bounds and helpers ---------------------------------------------------------------------------------
+
+
+def test_unknown_key_in_the_file_gets_a_suggestion(write_config: WriteConfig) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, config_file=write_config("forward_timout = 3\n"))
+    assert "did you mean forward_timeout?" in str(caught.value)
+
+
+def test_party_networks_from_env_file_and_flag(write_config: WriteConfig) -> None:
+    env = {ENV_PREFIX + "ALLOW_PARTY_NETWORKS": "10.0.0.0/8, fd00::/8"}
+    assert load_settings(env).allow_party_networks == ("10.0.0.0/8", "fd00::/8")
+    path = write_config('allow_party_networks = ["127.0.0.0/8"]\n')
+    assert load_settings({}, config_file=path).allow_party_networks == ("127.0.0.0/8",)
+    assert load_settings({}, {"allow_party_networks": "192.0.2.0/24"}).allow_party_networks == ("192.0.2.0/24",)
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.1/8", "300.0.0.0/8", "nonsense"])
+def test_party_networks_must_be_networks(bad: str) -> None:
+    with pytest.raises(ConfigError, match="allow_party_networks"):
+        load_settings({}, {"allow_party_networks": bad})
+
+
+def test_only_validates_the_settings_a_command_uses() -> None:
+    env = {ENV_PREFIX + "WORKERS": "0", ENV_PREFIX + "REDIS_URL": "redis://127.0.0.1:1/0"}
+    with pytest.raises(ConfigError, match="workers"):
+        load_settings(env)
+    settings = load_settings(env, only=frozenset({"redis_url"}))
+    assert settings.redis_url == "redis://127.0.0.1:1/0"
+    assert settings.workers == Settings().workers
+
+
+def test_effective_masks_secrets() -> None:
+    settings = Settings(redis_url="redis://user:s3cret@redis:6379/0", admin_token="t0ken")
+    shown = effective(settings)
+    assert "s3cret" not in shown["redis_url"]
+    assert shown["redis_url"] == "redis://user:********@redis:6379/0"
+    assert shown["admin_token"] == "********"
+    assert set(shown) == set(FIELDS)
+
+
+def test_every_bound_is_checked() -> None:
+    for name, field in FIELDS.items():
+        if field.metadata.get("positive"):
+            with pytest.raises(ConfigError, match=name):
+                load_settings({}, {name: 0})
+
+
+def test_choices_are_listed() -> None:
+    assert choices("server") == ("uvicorn", "hypercorn")
+    assert choices("port") == ()
