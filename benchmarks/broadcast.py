@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import socket
 import sys
@@ -43,7 +42,7 @@ from registry.keys import RegistryKeys
 from registry.store import PartyStore
 from routing.model import PartyRole
 from tests.support.fake_party import FakeParty, token_header
-from tests.support.processes import ocpi_hub_executable
+from tests.support.processes import hub_env, ocpi_hub_executable
 from tests.support.redis_server import free_port, running_redis
 from tests.support.servers import serve
 
@@ -179,9 +178,8 @@ async def run_async(smoke: bool) -> dict[str, object]:
         store = PartyStore(redis, RegistryKeys(prefix))
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OCPI_HUB_")}
+        env = hub_env(key_prefix=prefix)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        env["OCPI_HUB_KEY_PREFIX"] = prefix
         hub = ocpi_hub_executable()
         args = ("--redis-url", url, "--port", str(port), "--workers", str(WORKERS), "--log-level", "warning")
         stub_base = f"http://127.0.0.1:{stub_port}"

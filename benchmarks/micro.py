@@ -1,12 +1,13 @@
 """Micro-benchmark of the per-request routing decision alone, in decisions per second.
 
-Measures: the exact sequence ``hub/proxy.py`` runs for a routed request before it forwards —
-``parse_request_headers`` → ``RoutingTable.authenticate_header`` → ``check_sender`` → the "addressed to the
-hub?" test → ``resolve`` → the outbound header list as ``Proxy._outbound_headers`` builds it (passthrough +
-the receiver's Authorization + a new X-Request-ID from ``hub.runtime.new_request_id``) → ``join_url``.
+Measures: the exact calls ``hub/proxy.py`` makes for a routed request before it forwards —
+``routing.headers.read_request_headers`` → ``routing.decision.decide`` (authenticate, check the headers and the
+path, check the sender, the "addressed to the hub?" test, resolve) → ``hub.proxy.outbound_headers`` with a new
+X-Request-ID from ``hub.ids.new_request_id`` → ``join_url``. Nothing here re-implements a step.
 
 How: a synthetic registry of 1,000 platforms (one party each, 12 endpoints, a token C digest each) goes through
-``registry.snapshot.build_table`` as a reload would; requests are realistic ASGI header lists (lowercase byte
+``registry.snapshot.build_batch`` and ``RoutingTable.build`` as a reload would; requests are realistic ASGI
+header lists (lowercase byte
 names, ``Token <base64>``, OCPI-from/to, X-Request-ID, X-Correlation-ID, content-type, accept, host,
 user-agent, content-length) of a CPO PUTting a session to an eMSP, each from a different sender. Figures are
 the best of several repeats of ``time.perf_counter_ns`` around many iterations, with GC left on.
@@ -40,22 +41,16 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Final
 
-from hub.runtime import new_request_id
-from registry.codec import EndpointRecord, PlatformRecord
-from registry.snapshot import build_table
-from registry.store import Snapshot
+from hub.ids import new_request_id
+from hub.proxy import outbound_headers
+from registry.codec import EndpointRecord, PlatformRecord, encode_platform
+from registry.snapshot import build_batch
+from routing import decision
 from routing.datetimes import format_datetime
-from routing.headers import (
-    AUTHORIZATION,
-    X_CORRELATION_ID,
-    X_REQUEST_ID,
-    RequestHeaders,
-    parse_authorization,
-    parse_request_headers,
-)
+from routing.headers import AUTHORIZATION, X_REQUEST_ID, RequestHeaders, parse_authorization, read_request_headers
 from routing.model import ConnectionStatus, InterfaceRole, ModuleID, PartyKey, PartyRole, Role, TokenForm
 from routing.paths import join_url
-from routing.table import Caller, Direct, RoutingTable, token_digest
+from routing.table import Caller, Direct, Platform, RoutingTable, token_digest
 
 HUB: Final = PartyKey("ZZ", "HUB")
 PLATFORMS: Final = 1_000
@@ -100,7 +95,12 @@ class SyntheticRegistry:
 
     records: tuple[PlatformRecord, ...]
     tokens: tuple[str, ...]
-    snapshot: Snapshot
+    #: The records as Redis holds them (what a reload reads).
+    raws: tuple[bytes, ...]
+
+    def platforms(self) -> dict[str, Platform]:
+        """The routing platforms, built by the production reload path."""
+        return build_batch(list(self.raws))
 
 
 def synthetic_registry(size: int, seed: int = 2_2_1) -> SyntheticRegistry:
@@ -109,7 +109,6 @@ def synthetic_registry(size: int, seed: int = 2_2_1) -> SyntheticRegistry:
     now = format_datetime(datetime.now(UTC))
     records: list[PlatformRecord] = []
     tokens: list[str] = []
-    grants: dict[str, str] = {}
     for index in range(size):
         token_c = _token(rng)
         digest = hashlib.sha256(token_c.encode()).hexdigest()
@@ -134,9 +133,7 @@ def synthetic_registry(size: int, seed: int = 2_2_1) -> SyntheticRegistry:
         )
         records.append(record)
         tokens.append(token_c)
-        grants[digest] = f"{platform_id}|C"
-    snapshot = Snapshot(version=1, platforms=tuple(records), tokens=grants)
-    return SyntheticRegistry(tuple(records), tuple(tokens), snapshot)
+    return SyntheticRegistry(tuple(records), tuple(tokens), tuple(encode_platform(r) for r in records))
 
 
 def authorization(token: str) -> bytes:
@@ -176,25 +173,32 @@ def suffix_for(sender: PartyKey, index: int) -> str:
 # -- the decision --------------------------------------------------------------------------------------------
 
 
+class Trail:
+    """What the proxy's per-request record keeps of a decision (``routing.decision.Trail``)."""
+
+    __slots__ = ("from_party", "platform_id", "to_party")
+
+    def __init__(self) -> None:
+        self.platform_id = ""
+        self.from_party: PartyKey | None = None
+        self.to_party: PartyKey | None = None
+
+
 def decide(
     table: RoutingTable, raw: Sequence[tuple[bytes, bytes]], suffix: str
 ) -> tuple[list[tuple[bytes, bytes]], str]:
-    """What Proxy.module_request decides before forwarding: the outbound header list and the receiver URL."""
-    parsed = parse_request_headers(raw)
-    caller = table.authenticate_header(parsed.authorization)
-    table.check_sender(caller, parsed.from_party)
-    if parsed.to_party == table.hub:
+    """What Proxy.module_request does before forwarding, with the proxy's own functions."""
+    parsed = read_request_headers(raw)
+    route = decision.decide(table, parsed, MODULE, ROLE, "PUT", suffix, Trail())
+    if not isinstance(route, Direct):
         raise RuntimeError("a benchmark request was addressed to the hub")
-    route = table.resolve(parsed.to_party, MODULE, ROLE)
-    out = [*parsed.passthrough, (AUTHORIZATION, route.receiver.auth_header), (X_REQUEST_ID, new_request_id())]
-    if parsed.correlation_id is None:
-        out.append((X_CORRELATION_ID, new_request_id()))
+    out = outbound_headers(parsed, route, new_request_id(), new_request_id())
     return out, join_url(route.endpoint, suffix, QUERY)
 
 
 def fresh_table(table: RoutingTable) -> RoutingTable:
     """The same snapshot with an empty caller cache, as after a reload."""
-    return RoutingTable(version=table.version, hub=table.hub, platforms=table.platforms, tokens=table.tokens)
+    return RoutingTable.build(table.version, table.hub, dict(table.platforms))
 
 
 # -- timing --------------------------------------------------------------------------------------------------
@@ -230,7 +234,7 @@ def workload(registry: SyntheticRegistry, batch: int, seed: int = 7) -> Workload
     senders = rng.sample(cpos, min(batch, len(cpos)))
     raws = [request_headers(registry, s, rng.choice(emsps), rng) for s in senders]
     suffixes = [suffix_for(registry.records[s].roles[0].party, n) for n, s in enumerate(senders)]
-    return Workload(build_table(registry.snapshot, HUB), raws, suffixes)
+    return Workload(RoutingTable.build(1, HUB, registry.platforms()), raws, suffixes)
 
 
 def measure_decisions(work: Workload, rounds: int, repeats: int) -> dict[str, dict[str, float]]:
@@ -262,12 +266,13 @@ def measure_steps(work: Workload, rounds: int, repeats: int) -> dict[str, float]
     """µs per step, each on precomputed inputs; the bare ``for`` loop overhead is subtracted."""
     table = fresh_table(work.table)
     raws = work.raws
-    parsed: list[RequestHeaders] = [parse_request_headers(r) for r in raws]
+    parsed: list[RequestHeaders] = [read_request_headers(r) for r in raws]
     auths: list[bytes] = [p.authorization or b"" for p in parsed]
     callers: list[Caller] = [table.authenticate_header(a) for a in auths]
     senders = [(c, p.from_party) for c, p in zip(callers, parsed, strict=True)]
     to_parties = [p.to_party for p in parsed]
-    routes: list[Direct] = [table.resolve(t, MODULE, ROLE) for t in to_parties]
+    resolvable = [(c, f, t) for (c, f), t in zip(senders, to_parties, strict=True) if f is not None and t is not None]
+    routes: list[Direct] = [table.resolve(c, f, t, MODULE, ROLE) for c, f, t in resolvable]
     outs = [(p.passthrough, r.receiver.auth_header) for p, r in zip(parsed, routes, strict=True)]
     joins = [(r.endpoint, s) for r, s in zip(routes, work.suffixes, strict=True)]
     tokens = [parse_authorization(a).decoded or b"" for a in auths]
@@ -285,7 +290,7 @@ def measure_steps(work: Workload, rounds: int, repeats: int) -> dict[str, float]
     def parse() -> None:
         for _ in range(rounds):
             for raw in raws:
-                parse_request_headers(raw)
+                read_request_headers(raw)
 
     def auth_warm() -> None:
         for _ in range(rounds):
@@ -319,8 +324,8 @@ def measure_steps(work: Workload, rounds: int, repeats: int) -> dict[str, float]
 
     def resolve() -> None:
         for _ in range(rounds):
-            for party in to_parties:
-                table.resolve(party, MODULE, ROLE)
+            for caller, sender, party in resolvable:
+                table.resolve(caller, sender, party, MODULE, ROLE)
 
     def request_id() -> None:
         for _ in range(rounds):
@@ -339,7 +344,7 @@ def measure_steps(work: Workload, rounds: int, repeats: int) -> dict[str, float]
 
     overhead = per_item(bare)
     steps = {
-        "parse_request_headers": parse,
+        "read_request_headers": parse,
         "authenticate_header_warm": auth_warm,
         "authenticate_uncached": auth_uncached,
         "  parse_authorization": parse_auth,

@@ -275,7 +275,7 @@ def _scale_mem(scale: dict[str, Any], size: int) -> float:
     row = scale.get("sizes", {}).get(str(size))
     if not row:
         return float("nan")
-    return float(row["memory"]["build_table_retained_mb"])
+    return float(row["memory"]["snapshot_retained_mb"])
 
 
 def _propagation(scale: dict[str, Any]) -> float:

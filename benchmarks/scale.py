@@ -4,14 +4,12 @@ every worker of a running hub.
 Measures, per registry size (synthetic platforms from ``benchmarks.micro.synthetic_registry``: one party each,
 12 endpoints, a token C digest each, all registered and CONNECTED):
 
-(a) reload cost in-process: ``registry.codec.decode_platform`` over every record's JSON bytes (plus the token
-    hash conversion ``PartyStore.snapshot`` does), and ``registry.snapshot.build_table`` from the decoded
-    ``Snapshot``; best of a few repeats, with the cyclic GC on as in a worker (and, up to 10k, decode + build
-    with it off, to show its share).
-(b) snapshot memory with ``tracemalloc`` (GC off while tracing): what ``build_table`` allocates and keeps
-    (the table alone, records already decoded: strings shared with the records are not counted), and, up to
-    10k, a whole reload (decode + build, records dropped): retained and peak MB, bytes per party. The hub
-    workers' RSS in (d) is the real figure at every size.
+(a) reload cost in-process, by the code a reload runs: ``registry.snapshot.build_batch`` over the records' JSON
+    bytes in batches of ``RELOAD_BATCH`` (decode + build, with the GC paused as it does) and
+    ``RoutingTable.build``; best of a few repeats.
+(b) snapshot memory with ``tracemalloc`` (GC off while tracing), up to 10k parties: what a whole reload
+    (JSON bytes → table, records dropped) keeps and its peak: MB and bytes per party. The hub workers' RSS in
+    (d) is the real figure at every size.
 (c) lookups on random parties: µs per ``resolve`` (with fresh ``PartyKey`` objects, as parsed headers are),
     per ``authenticate_header`` with the value cached, per uncached authentication (Base64 + SHA-256), and per
     ``authenticate_header`` for uniformly random callers once every platform has called: the per-snapshot
@@ -39,7 +37,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import os
 import random
 import sys
 import time
@@ -61,14 +58,14 @@ from benchmarks.micro import (
     synthetic_registry,
 )
 from benchmarks.topology import process
-from registry.codec import PlatformRecord, decode_platform, encode_platform
+from registry.codec import PlatformRecord
 from registry.keys import RegistryKeys
-from registry.snapshot import build_table
-from registry.store import PartyStore, Snapshot
+from registry.snapshot import RELOAD_BATCH, build_batch
+from registry.store import PartyStore
 from routing.headers import parse_authorization
 from routing.model import PartyKey, PartyRole, Role
-from routing.table import MAX_CACHED_CALLERS, RoutingTable
-from tests.support.processes import ocpi_hub_executable
+from routing.table import MAX_CACHED_CALLERS, Platform, RoutingTable
+from tests.support.processes import hub_env, ocpi_hub_executable
 from tests.support.redis_server import free_port, running_redis
 
 SIZES: Final = (10, 1_000, 10_000, 100_000)
@@ -89,40 +86,25 @@ def _mb(size: int) -> float:
 # -- (a) reload cost -----------------------------------------------------------------------------------------
 
 
-def decode_all(raws: Sequence[bytes], tokens: dict[bytes, bytes]) -> Snapshot:
-    """What ``PartyStore.snapshot`` does with the HGETALL replies."""
-    return Snapshot(
-        version=1,
-        platforms=tuple(decode_platform(raw) for raw in raws),
-        tokens={k.decode(): v.decode() for k, v in tokens.items()},
-    )
+def reload_table(raws: Sequence[bytes]) -> RoutingTable:
+    """A whole reload as ``SnapshotHolder.reload`` runs it: decode and build batch by batch, then the table."""
+    platforms: dict[str, Platform] = {}
+    for start in range(0, len(raws), RELOAD_BATCH):
+        platforms.update(build_batch(list(raws[start : start + RELOAD_BATCH])))
+    return RoutingTable.build(1, HUB, platforms)
 
 
-def reload_cost(
-    registry: SyntheticRegistry, raws: list[bytes], tokens: dict[bytes, bytes], repeats: int
-) -> dict[str, object]:
-    """Decode and build, best of a few repeats, with the cyclic GC on (as in a worker) and, up to 10k, off."""
+def reload_cost(raws: list[bytes], repeats: int) -> dict[str, object]:
+    """A whole reload, best of a few repeats (once at 100k)."""
     size = len(raws)
     repeats = repeats if size <= 10_000 else 1
-    decode_ns = best_ns(lambda: decode_all(raws, tokens), repeats)
-    build_ns = best_ns(lambda: build_table(registry.snapshot, HUB), repeats)
-    figures: dict[str, object] = {
+    reload_ns = best_ns(lambda: reload_table(raws), repeats)
+    return {
         "json_bytes_mb": _mb(sum(map(len, raws))),
-        "decode_s": round(decode_ns / 1e9, 4),
-        "build_table_s": round(build_ns / 1e9, 4),
-        "reload_s": round((decode_ns + build_ns) / 1e9, 4),
-        "decode_us_per_platform": round(decode_ns / size / 1e3, 2),
-        "build_us_per_platform": round(build_ns / size / 1e3, 2),
+        "reload_s": round(reload_ns / 1e9, 4),
+        "reload_us_per_platform": round(reload_ns / size / 1e3, 2),
         "repeats": repeats,
     }
-    if size <= 10_000:  # the GC's share shows at 10k already; at 100k this would add seconds to the run
-        gc.disable()
-        try:
-            quiet_ns = best_ns(lambda: build_table(decode_all(raws, tokens), HUB), repeats)
-        finally:
-            gc.enable()
-        figures["reload_gc_off_s"] = round(quiet_ns / 1e9, 4)
-    return figures
 
 
 # -- (b) memory ----------------------------------------------------------------------------------------------
@@ -143,27 +125,20 @@ def _traced(build: Callable[[], RoutingTable]) -> tuple[int, int, RoutingTable]:
     return current, peak, table
 
 
-def memory(
-    registry: SyntheticRegistry, raws: list[bytes], tokens: dict[bytes, bytes]
-) -> tuple[dict[str, object], RoutingTable]:
-    """What build_table keeps (records already decoded); up to 10k also a whole reload (decode + build).
+def memory(raws: list[bytes]) -> tuple[dict[str, object], RoutingTable]:
+    """What a whole reload keeps (up to 10k: tracing 100k would cost ~15 s; bytes per party is flat).
 
-    Also returns the table built (it is the one the lookups then use).
+    Also returns a table built the same way (the one the lookups then use).
     """
     size = len(raws)
-    table_kept, table_peak, table = _traced(lambda: build_table(registry.snapshot, HUB))
-    figures: dict[str, object] = {
-        "build_table_retained_mb": _mb(table_kept),
-        "build_table_peak_mb": _mb(table_peak),
-    }
-    if size <= 10_000:  # linear in size (bytes per party is flat), and tracing 100k would cost ~15 s
-        reload_kept, reload_peak, _ = _traced(lambda: build_table(decode_all(raws, tokens), HUB))
-        figures |= {
-            "reload_retained_mb": _mb(reload_kept),
-            "reload_peak_mb": _mb(reload_peak),
-            "reload_retained_bytes_per_party": round(reload_kept / size),
-        }
-    return figures, table
+    if size > 10_000:
+        return {}, reload_table(raws)
+    kept, peak, table = _traced(lambda: reload_table(raws))
+    return {
+        "snapshot_retained_mb": _mb(kept),
+        "reload_peak_mb": _mb(peak),
+        "retained_bytes_per_party": round(kept / size),
+    }, table
 
 
 # -- (c) lookups ---------------------------------------------------------------------------------------------
@@ -188,9 +163,12 @@ def lookups(
         steady.authenticate_header(value)
     cached = [value for value in stream if value in steady._callers]  # reads the cache it measures
 
+    caller = base.authenticate_header(everyone[0])
+    sender = registry.records[0].roles[0].party
+
     def resolve() -> None:
         for party in parties:
-            base.resolve(party, MODULE, ROLE)
+            base.resolve(caller, sender, party, MODULE, ROLE)
 
     def uncached() -> None:
         for value in stream:
@@ -295,9 +273,8 @@ async def propagation(url: str, registry: SyntheticRegistry, raws: list[bytes], 
             raise RuntimeError(f"loaded {len(loaded)} platforms, expected {len(registry.records)}")
         del loaded
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OCPI_HUB_")}
+        env = hub_env(key_prefix=prefix)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        env["OCPI_HUB_KEY_PREFIX"] = prefix
         hub = ocpi_hub_executable()
         args = ("--redis-url", url, "--workers", str(WORKERS), "--port", str(port), "--log-level", "warning")
         with process(hub, "serve", *args, "--drain-time", "1", env=env) as child:
@@ -368,17 +345,16 @@ async def run_async(smoke: bool = False) -> dict[str, object]:
         for size in sizes:
             size_started = time.perf_counter()
             registry = synthetic_registry(size)
-            raws = [encode_platform(r) for r in registry.records]
-            tokens = {k.encode(): v.encode() for k, v in registry.snapshot.tokens.items()}
-            entry: dict[str, object] = {"reload": reload_cost(registry, raws, tokens, repeats)}
-            entry["memory"], table = memory(registry, raws, tokens)
+            raws = list(registry.raws)
+            entry: dict[str, object] = {"reload": reload_cost(raws, repeats)}
+            entry["memory"], table = memory(raws)
             entry["lookups"] = lookups(registry, table, samples, repeats)
             del table
             if size in propagate:
                 entry["propagation"] = await propagation(url, registry, raws, timeout=120.0)
             entry["wall_s"] = round(time.perf_counter() - size_started, 2)
             figures[str(size)] = entry
-            del registry, raws, tokens
+            del registry, raws
             gc.collect()
     return {
         "benchmark": "scale",

@@ -24,7 +24,7 @@ from registry.keys import RegistryKeys
 from registry.store import PartyStore
 from routing.model import PartyRole
 from tests.support.fake_party import FakeParty, token_header
-from tests.support.processes import ocpi_hub_executable
+from tests.support.processes import hub_env, ocpi_hub_executable
 from tests.support.redis_server import free_port, running_redis
 
 PYTHON = sys.executable
@@ -121,8 +121,7 @@ async def hub(stub_port: int, workers: int = 1, redis_url: str | None = None, **
     with running_redis() if redis_url is None else _given(redis_url) as url:
         prefix = f"bench:{uuid.uuid4().hex}:"
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OCPI_HUB_")}
-        env |= {"OCPI_HUB_KEY_PREFIX": prefix, **{"OCPI_HUB_" + k.upper(): v for k, v in settings.items()}}
+        env = hub_env(key_prefix=prefix, **settings)
         redis = Redis.from_url(url)
         store = PartyStore(redis, RegistryKeys(prefix))
         stub_base = f"http://127.0.0.1:{stub_port}"

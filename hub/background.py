@@ -18,8 +18,8 @@ import uuid
 
 from hub import logs
 from hub.clientinfo import ClientInfoService
-from hub.forward import gather_limited
 from hub.runtime import Runtime
+from hub.tasks import gather_limited
 from registry.store import REGISTRY_ERRORS
 from routing import errors
 from routing.model import ConnectionStatus

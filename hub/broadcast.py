@@ -15,19 +15,18 @@ from dataclasses import dataclass
 from itertools import count
 
 from hub import logs
-from hub.forward import gather_limited
-from hub.runtime import Runtime, new_request_id
+from hub.ids import new_request_id
+from hub.runtime import Runtime
+from hub.tasks import gather_limited
 from routing import headers as h
 from routing.errors import ForwardTimeoutError, OcpiError, ReceiverUnreachableError
 from routing.model import ModuleID
+from routing.outcome import Outcome
 from routing.paths import join_url
 from routing.table import Broadcast, Recipient
 
 log = logging.getLogger("ocpihub.broadcast")
 
-_ROUTING_HEADERS = frozenset(
-    {h.OCPI_TO_COUNTRY_CODE, h.OCPI_TO_PARTY_ID, h.OCPI_FROM_COUNTRY_CODE, h.OCPI_FROM_PARTY_ID}
-)
 _sequence = count()
 
 
@@ -48,7 +47,7 @@ class Push:
 class Broadcaster:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.hub_from = h.routing_headers("from", rt.hub)
+        self.hub_from = h.from_headers(rt.hub)
 
     def start(
         self,
@@ -61,7 +60,7 @@ class Broadcaster:
         passthrough: list[tuple[bytes, bytes]],
         correlation_id: bytes,
     ) -> None:
-        common = [kv for kv in passthrough if kv[0] not in _ROUTING_HEADERS and kv[0] != h.X_CORRELATION_ID]
+        common = [kv for kv in passthrough if kv[0] not in h.ROUTING_HEADERS and kv[0] != h.X_CORRELATION_ID]
         common += [*self.hub_from, (h.X_CORRELATION_ID, correlation_id)]
         push = Push(module, method, suffix, query, body, correlation_id, common)
         self.rt.metrics.broadcasts.labels(module.value).inc()
@@ -75,14 +74,14 @@ class Broadcaster:
         request_id = new_request_id()
         headers = [
             *push.common,
-            *h.routing_headers("to", recipient.party),
+            *h.to_headers(recipient.party),
             (h.AUTHORIZATION, recipient.platform.auth_header),
             (h.X_REQUEST_ID, request_id),
         ]
         module = push.module
         started = time.perf_counter()
         status = 0
-        outcome = "ok"
+        outcome = Outcome.OK
         try:
             async with self.rt.outbound.open(
                 push.method,
@@ -95,13 +94,11 @@ class Broadcaster:
                 async for _ in upstream.chunks():
                     pass
             if status >= 400:
-                outcome = "error"
-        except ForwardTimeoutError:
-            outcome = "timeout"
-        except ReceiverUnreachableError:
-            outcome = "unreachable"
+                outcome = Outcome.ERROR
+        except (ForwardTimeoutError, ReceiverUnreachableError) as exc:
+            outcome = Outcome.TIMEOUT if isinstance(exc, ForwardTimeoutError) else Outcome.UNREACHABLE
         except OcpiError:
-            outcome = "error"
+            outcome = Outcome.ERROR
         self.rt.metrics.deliveries[(module.value, outcome)].inc()
         logs.event(
             log,
@@ -114,7 +111,7 @@ class Broadcaster:
                 "module": module.value,
                 "method": push.method,
                 "status": status,
-                "outcome": outcome,
+                "outcome": outcome.value,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             },
         )

@@ -16,8 +16,10 @@ import orjson
 
 from config.settings import FIELDS, ConfigError, Settings, load_settings
 from hub import server
-from hub.credentials import HubIdentity, connect
-from hub.forward import Outbound
+from hub.credentials import connect
+from hub.http.client import Outbound
+from hub.http.policy import NetworkPolicy
+from hub.identity import HubIdentity
 from registry.cli import CliContext, describe, fail, parse_roles, registry
 from registry.connection import open_redis
 from registry.keys import RegistryKeys
@@ -98,7 +100,12 @@ def connect_command(
             await store.ping()
             base = settings.base_url if obj.public_url_given else (await store.public_url() or settings.base_url)
             identity = HubIdentity(PartyKey(settings.country_code, settings.party_id), settings.name, base)
-            outbound = Outbound(max_connections=8, per_host=4, connect_timeout=settings.connect_timeout)
+            policy = NetworkPolicy.from_cidrs(settings.allow_party_networks)
+            outbound = Outbound(max_connections=8, per_host=4, connect_timeout=settings.connect_timeout, policy=policy)
+            # The hub's own public URL is the operator's, not a party's: any address may serve it.
+            own = Outbound(
+                max_connections=4, per_host=4, connect_timeout=settings.connect_timeout, policy=NetworkPolicy.anywhere()
+            )
             try:
                 record = await connect(
                     store,
@@ -109,9 +116,11 @@ def connect_command(
                     roles=roles,
                     name=name,
                     timeout=settings.forward_timeout,
+                    own=own,
                 )
             finally:
                 await outbound.close()
+                await own.close()
             return describe(record)
 
     try:

@@ -18,9 +18,10 @@ from urllib.parse import urlencode
 
 import orjson
 
-from hub.credentials import HubIdentity
-from hub.forward import gather_limited
-from hub.runtime import Runtime, new_request_id
+from hub.identity import HubIdentity
+from hub.ids import new_request_id
+from hub.runtime import Runtime
+from hub.tasks import gather_limited
 from registry.codec import ClientInfo
 from routing import errors
 from routing.datetimes import parse_datetime

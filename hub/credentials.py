@@ -16,13 +16,14 @@ from typing import Any, Final
 
 import orjson
 
-from hub.forward import JsonReply, Outbound
-from registry.codec import EndpointRecord, PlatformRecord
+from hub.http.client import JsonReply, Outbound
+from hub.identity import HubIdentity
+from registry.codec import EndpointRecord, Handshake, PlatformRecord
 from registry.store import PartyStore, StaleTokenError, new_token
 from routing import errors
 from routing.headers import authorization_value
-from routing.model import FUNCTIONAL_MODULES, InterfaceRole, ModuleID, PartyKey, PartyRole, Role, TokenForm
-from routing.paths import CREDENTIALS_PATH, DETAILS_PATH, HUBCLIENTINFO_PATH, VERSION, VERSIONS_PATH, module_path
+from routing.model import InterfaceRole, ModuleID, PartyRole, Role, TokenForm
+from routing.paths import VERSION
 from routing.table import Caller, token_digest
 
 #: Endpoints a party must publish for each of its roles, else the registration is refused with 3003.
@@ -34,51 +35,6 @@ REQUIRED_ENDPOINTS: Final[Mapping[Role, tuple[tuple[ModuleID, InterfaceRole | No
 }
 DEFAULT_REQUIRED: Final = ((ModuleID.CREDENTIALS, None),)
 MAX_TOKEN_LENGTH: Final = 64
-
-
-@dataclass(frozen=True, slots=True)
-class HubIdentity:
-    """The hub as other platforms see it."""
-
-    party: PartyKey
-    name: str
-    base_url: str
-
-    @property
-    def versions_url(self) -> str:
-        return self.base_url + VERSIONS_PATH
-
-    def credentials(self, token: str) -> dict[str, Any]:
-        """The hub's Credentials object: it reports only itself, as role HUB (credentials §7.3.1)."""
-        return {
-            "token": token,
-            "url": self.versions_url,
-            "roles": [
-                {
-                    "role": Role.HUB.value,
-                    "party_id": self.party.party_id,
-                    "country_code": self.party.country_code,
-                    "business_details": {"name": self.name},
-                }
-            ],
-        }
-
-    def versions(self) -> list[dict[str, str]]:
-        return [{"version": VERSION, "url": self.base_url + DETAILS_PATH}]
-
-    def details(self) -> dict[str, Any]:
-        """Version details: each (module, interface role) at its own URL, so no path is ambiguous (digest §5.4)."""
-        endpoints = [
-            # The role of the credentials endpoint is irrelevant; publish SENDER (versions §6.2.2 NOTE).
-            {"identifier": ModuleID.CREDENTIALS.value, "role": "SENDER", "url": self.base_url + CREDENTIALS_PATH},
-            {"identifier": ModuleID.HUBCLIENTINFO.value, "role": "SENDER", "url": self.base_url + HUBCLIENTINFO_PATH},
-        ]
-        for module in FUNCTIONAL_MODULES:
-            for role in (InterfaceRole.SENDER, InterfaceRole.RECEIVER):
-                endpoints.append(
-                    {"identifier": module.value, "role": role.value, "url": self.base_url + module_path(module, role)}
-                )
-        return {"version": VERSION, "endpoints": endpoints}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,16 +55,16 @@ class PeerDetails:
     version: str
     endpoints: tuple[EndpointRecord, ...]
 
-    def changes(self, credentials: PeerCredentials, form: TokenForm) -> dict[str, Any]:
+    def handshake(self, credentials: PeerCredentials, form: TokenForm) -> Handshake:
         """What a completed handshake stores about the party (registry/store.py apply_credentials)."""
-        return {
-            "versions_url": self.versions_url,
-            "version": self.version,
-            "endpoints": self.endpoints,
-            "token_b": credentials.token,
-            "token_form": form,
-            "business_details": credentials.business_details,
-        }
+        return Handshake(
+            versions_url=self.versions_url,
+            version=self.version,
+            endpoints=self.endpoints,
+            token_b=credentials.token,
+            token_form=form,
+            business_details=credentials.business_details,
+        )
 
     def url_of(self, module: ModuleID) -> str | None:
         return next((e.url for e in self.endpoints if e.identifier == module.value), None)
@@ -248,7 +204,7 @@ class CredentialsService:
                 caller.platform.id,
                 caller.digest,
                 registered_before=update,
-                changes=details.changes(offered, caller.form),
+                handshake=details.handshake(offered, caller.form),
                 token_c=token_c,
             )
         except StaleTokenError as exc:
@@ -274,11 +230,15 @@ async def connect(
     name: str,
     timeout: float,
     hub_ready_timeout: float = 5.0,
+    own: Outbound | None = None,
 ) -> PlatformRecord:
-    """Hub-initiated registration (credentials §7.1.1 with the hub as Sender); nothing is kept if it fails."""
+    """Hub-initiated registration (credentials §7.1.1 with the hub as Sender); nothing is kept if it fails.
+
+    ``outbound`` calls the party (under the party network policy); ``own`` calls the hub's own public URL, which
+    the operator configured and may well be a private address (default: ``outbound``)."""
     record, token_for_party = await store.declare(roles, name, announce=False)
     try:
-        await _wait_for_hub(outbound, identity, token_for_party, hub_ready_timeout)
+        await _wait_for_hub(own or outbound, identity, token_for_party, hub_ready_timeout)
         their_a = authorization_value(token_a, True)
         details = await fetch_peer(outbound, versions_url, their_a, timeout)
         check_endpoints(roles, details)
@@ -294,7 +254,7 @@ async def connect(
             record.id,
             token_digest(token_for_party.encode()),
             registered_before=False,
-            changes=details.changes(theirs, TokenForm.BASE64),
+            handshake=details.handshake(theirs, TokenForm.BASE64),
             token_c=token_for_party,
         )
     except BaseException:

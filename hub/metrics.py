@@ -20,7 +20,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from hub.forward import Outbound
+from hub.http.client import Outbound
 from registry.snapshot import SnapshotHolder
 from routing.model import FUNCTIONAL_MODULES, ConnectionStatus, InterfaceRole
 

@@ -1,33 +1,28 @@
 """The per-process objects every handler shares, built once in the lifespan.
 
-Owns: ``Runtime`` (settings, registry store, routing snapshot, outbound client, metrics, tasks) and request-id
-minting. Must not: hold request state.
+Owns: ``Runtime`` (settings, registry store, routing snapshot, outbound client, metrics, tasks), opening and
+closing them (``open_runtime``). Must not: hold request state or start background work
+(hub/app.py starts it through ``Runtime.tasks``).
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry
+
 from config.settings import Settings
-from hub.forward import Outbound
+from hub.http.client import Outbound
+from hub.http.policy import NetworkPolicy
 from hub.metrics import HubMetrics
 from hub.tasks import Tasks
+from registry.connection import open_redis
+from registry.keys import RegistryKeys
 from registry.snapshot import SnapshotHolder
 from registry.store import PartyStore
 from routing.model import PartyKey
-
-
-def new_request_id() -> bytes:
-    """A fresh UUID4 for X-Request-ID / X-Correlation-ID (transport_and_format §4.2 advises UUIDs).
-
-    Formatted by hand: ``uuid.uuid4()`` costs several times more, and this runs on every forwarded request.
-    """
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    text = raw.hex().encode("ascii")
-    return b"-".join((text[:8], text[8:12], text[12:16], text[16:20], text[20:]))
 
 
 @dataclass(slots=True)
@@ -42,3 +37,31 @@ class Runtime:
     base_url: str
     #: platform id → epoch seconds of its last request; flushed to Redis by the liveness task.
     seen: dict[str, float] = field(default_factory=dict)
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings, metrics_registry: CollectorRegistry) -> AsyncIterator[Runtime]:
+    """The per-process objects, open for the life of the block (Redis, the outbound pools)."""
+    async with AsyncExitStack() as stack:
+        redis = await stack.enter_async_context(open_redis(settings.redis_url, settings.data_dir))
+        store = PartyStore(redis, RegistryKeys(settings.key_prefix))
+        hub = PartyKey(settings.country_code, settings.party_id)
+        outbound = Outbound(
+            max_connections=settings.max_connections,
+            per_host=settings.max_connections_per_receiver,
+            connect_timeout=settings.connect_timeout,
+            policy=NetworkPolicy.from_cidrs(settings.allow_party_networks),
+            max_pending=settings.max_pending_per_receiver,
+            max_pending_per_sender=settings.max_pending_per_sender,
+        )
+        stack.push_async_callback(outbound.close)
+        yield Runtime(
+            settings=settings,
+            store=store,
+            holder=SnapshotHolder(store, hub, settings.snapshot_poll_interval),
+            outbound=outbound,
+            metrics=HubMetrics(metrics_registry),
+            tasks=Tasks(),
+            hub=hub,
+            base_url=settings.base_url,
+        )

@@ -25,7 +25,7 @@ import uvloop
 from config.settings import Settings, load_settings, to_environ
 from hub import logs
 from hub.app import HubApp, build_app
-from hub.protocol import OcpiHttpToolsProtocol
+from hub.http.server import HeadLimits, OcpiHttpToolsProtocol
 from registry.embedded import EmbeddedRedis
 
 FACTORY = "hub.server:app_from_env"
@@ -35,6 +35,8 @@ def app_from_env() -> HubApp:
     """The app of one worker process, from the settings the parent put in its environment."""
     settings = load_settings(os.environ)
     logs.configure(settings.log_level)
+    # Set per process (a worker imports the protocol class by name; a class made at run time would not pickle).
+    OcpiHttpToolsProtocol.limits = head_limits(settings)
     return build_app(settings)
 
 
@@ -73,6 +75,7 @@ def _stopped(_signum: int, _frame: FrameType | None) -> None:
 def _run_uvicorn(settings: Settings) -> None:
     import uvicorn
 
+    OcpiHttpToolsProtocol.limits = head_limits(settings)
     uvicorn.run(
         FACTORY,
         factory=True,
@@ -81,6 +84,7 @@ def _run_uvicorn(settings: Settings) -> None:
         workers=settings.workers,
         loop="uvloop",
         http=OcpiHttpToolsProtocol,
+        timeout_keep_alive=max(1, math.ceil(settings.keepalive_timeout)),
         lifespan="on",
         log_config=None,
         access_log=False,  # the hub writes one JSON line per routed request itself
@@ -93,6 +97,16 @@ def _run_uvicorn(settings: Settings) -> None:
     )
 
 
+def head_limits(settings: Settings) -> HeadLimits:
+    return HeadLimits(
+        max_headers=settings.max_request_headers,
+        max_header_line=settings.max_header_line,
+        max_head=settings.max_head_size,
+        head_timeout=settings.head_timeout,
+        max_connections=settings.max_client_connections,
+    )
+
+
 def _run_hypercorn(settings: Settings) -> None:
     from hypercorn.config import Config
 
@@ -101,6 +115,11 @@ def _run_hypercorn(settings: Settings) -> None:
     config.workers = settings.workers
     config.graceful_timeout = settings.drain_time
     config.accesslog = None
+    # hypercorn's own bounds on what a client sends (its protocols are not the hub's uvicorn subclass).
+    config.keep_alive_timeout = settings.keepalive_timeout
+    config.h11_max_incomplete_size = settings.max_head_size
+    config.h2_max_header_list_size = settings.max_head_size
+    config.read_timeout = int(settings.head_timeout)
     if settings.certfile:
         config.certfile = settings.certfile
         config.keyfile = settings.keyfile

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +55,14 @@ class Tasks:
             _, pending = await asyncio.wait(pending, timeout=0.2)
         for task in pending:
             log.error("background task %s did not stop within %.1f s", task.get_name(), timeout)
+
+
+async def gather_limited(limit: int, jobs: Sequence[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
+    """Run coroutines with at most ``limit`` in flight; results in order, exceptions returned, not raised."""
+    semaphore = asyncio.Semaphore(max(limit, 1))
+
+    async def run(job: Coroutine[Any, Any, T]) -> T:
+        async with semaphore:
+            return await job
+
+    return await asyncio.gather(*(run(j) for j in jobs), return_exceptions=True)

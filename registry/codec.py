@@ -6,12 +6,17 @@ Must not: talk to Redis or make routing decisions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from routing.model import ConnectionStatus, PartyKey, PartyRole, Role, TokenForm
+from routing.model import ConnectionStatus, ModuleID, PartyKey, PartyRole, Role, TokenForm
+from routing.table import SigningKeys
+
+#: The change notice of a relay key change (registry/snapshot.py re-reads the keys); never a platform id.
+RELAY_KEYS_NOTICE = "@relay-keys"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +49,17 @@ class PlatformRecord:
     accept_digests: tuple[str, ...] = ()
     business_details: dict[str, Any] = field(default_factory=dict)
 
-    def with_changes(self, **changes: Any) -> PlatformRecord:
-        return replace(self, **changes)
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """What a completed credentials handshake stores about a platform (credentials §7.1.1 steps 4-5)."""
+
+    versions_url: str
+    version: str
+    endpoints: tuple[EndpointRecord, ...]
+    token_b: str
+    token_form: TokenForm
+    business_details: dict[str, Any]
 
 
 def encode_platform(record: PlatformRecord) -> bytes:
@@ -127,3 +141,48 @@ def decode_clientinfo(raw: bytes | str) -> ClientInfo:
         status=ConnectionStatus(data["status"]),
         last_updated=data["last_updated"],
     )
+
+
+def decode_relay_keys(raw: Mapping[bytes | str, bytes | str]) -> SigningKeys:
+    fields = {_str(k): _str(v) for k, v in raw.items()}
+    current = int(fields.get("current", "0"))
+    keys = {int(k[1:]): bytes.fromhex(v) for k, v in fields.items() if k.startswith("k") and k[1:].isdigit()}
+    return SigningKeys(current if current in keys else 0, keys)
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyRelay:
+    """A relay id handed out by release 0.1, stored in Redis: what it stood for."""
+
+    target: str
+    platform: str
+    allowed: str
+    to_party: PartyKey | None
+    from_party: PartyKey | None
+    module: ModuleID
+
+
+def decode_legacy_relay(raw: bytes | str) -> LegacyRelay:
+    data = orjson.loads(raw)
+    return LegacyRelay(
+        target=data["target"],
+        platform=data["platform"],
+        allowed=data["allowed"],
+        to_party=_party_or_none(data.get("to")),
+        from_party=_party_or_none(data.get("from")),
+        module=ModuleID(data["module"]),
+    )
+
+
+def _party_or_none(text: object) -> PartyKey | None:
+    # Release 0.1 wrote str(None) for a missing party: that was the defect that lost OCPI-from on a followed page.
+    if not isinstance(text, str):
+        return None
+    try:
+        return PartyKey.parse(text)
+    except ValueError:
+        return None
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -56,8 +56,14 @@ class RegistryKeys:
         return f"{self._base}events:cursor"
 
     def relay(self, relay_id: str) -> str:
-        """STRING (with TTL) mapping a hub relay URL to the URL it stands for."""
+        """STRING (with TTL): a relay id handed out by release 0.1 → the URL it stands for (read only, until
+        those expire; relay URLs are signed now, see ``relay_keys``)."""
         return f"{self._base}relay:{relay_id}"
+
+    def relay_keys(self) -> str:
+        """HASH ``current`` → key id, ``k<id>`` → secret (hex): the keys relay URLs are signed with (the current
+        one and the one before it, so a rotation does not break URLs in flight)."""
+        return f"{self._base}relaykeys"
 
     def public_url(self) -> str:
         """STRING: the public URL a running hub recorded (the CLI prints versions URLs from it)."""

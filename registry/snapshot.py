@@ -14,12 +14,12 @@ import time
 
 from redis.exceptions import RedisError
 
-from registry.codec import PlatformRecord, decode_platform
-from registry.store import PartyStore, Snapshot
+from registry.codec import RELAY_KEYS_NOTICE, PlatformRecord, decode_platform
+from registry.store import PartyStore
 from routing.datetimes import parse_datetime
 from routing.headers import authorization_value
 from routing.model import InterfaceRole, ModuleID, PartyKey, TokenForm
-from routing.table import Platform, RoutingTable, TokenGrant
+from routing.table import Platform, RoutingTable
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,6 @@ THREADED_RELOAD = 2_000
 RELOAD_BATCH = 2_000
 #: Change notices taken in one go before the snapshot is patched.
 MAX_BATCH = 512
-_MODULES = {m.value: m for m in ModuleID}
-_ROLES = {r.value: r for r in InterfaceRole}
 #: One shared (module, role) key object per pair instead of a new tuple per endpoint of every platform.
 _KEYS = {(m.value, r.value): (m, r) for m in ModuleID for r in InterfaceRole}
 
@@ -58,17 +56,8 @@ def build_platform(record: PlatformRecord) -> Platform:
     )
 
 
-def build_table(snapshot: Snapshot, hub: PartyKey) -> RoutingTable:
-    platforms = {r.id: build_platform(r) for r in snapshot.platforms}
-    tokens = {}
-    for digest_hex, grant in snapshot.tokens.items():
-        platform_id, _, kind = grant.partition("|")
-        digest = bytes.fromhex(digest_hex)
-        tokens[digest] = TokenGrant(platform_id, digest, registered=kind == "C")
-    return RoutingTable(version=snapshot.version, hub=hub, platforms=platforms, tokens=tokens)
-
-
-def _build_batch(raws: list[bytes]) -> dict[str, Platform]:
+def build_batch(raws: list[bytes]) -> dict[str, Platform]:
+    """Stored platform records (raw JSON) → routing platforms by id: the work of a full reload."""
     # Building allocates one object graph that lives until the next reload; collecting garbage in the
     # middle of it only walks that graph again and again (most of a large reload's time).
     gc.disable()
@@ -95,6 +84,8 @@ class SnapshotHolder:
         self.loaded = False
         self.loaded_at = 0.0
         self.reachable = False
+        #: True while ``run()`` keeps the table fresh (readiness: a process whose refresh loop died is not ready).
+        self.refreshing = False
 
     async def reload(self) -> None:
         """Rebuild the whole table from Redis, a batch of platforms at a time.
@@ -109,12 +100,12 @@ class SnapshotHolder:
         threaded = await self.store.platform_count() > THREADED_RELOAD
         platforms: dict[str, Platform] = {}
         async for raws in self.store.scan_platforms(RELOAD_BATCH):
-            built = await asyncio.to_thread(_build_batch, raws) if threaded else _build_batch(raws)
+            built = await asyncio.to_thread(build_batch, raws) if threaded else build_batch(raws)
             platforms.update(built)
+        signing = await self.store.relay_keys()
         if version < self.table.version:
             return
-        tokens = {d: TokenGrant(p.id, d, p.registered) for p in platforms.values() for d in p.digests}
-        self._swap(RoutingTable(version=version, hub=self.hub, platforms=platforms, tokens=tokens))
+        self._swap(RoutingTable.build(version, self.hub, platforms, signing))
         log.debug("snapshot version %d loaded (%d platforms)", version, len(platforms))
 
     async def apply_notices(self, notices: list[tuple[str, int]]) -> None:
@@ -132,11 +123,15 @@ class SnapshotHolder:
         if versions != list(range(current + 1, current + 1 + len(versions))):
             await self.reload()
             return
-        _, records = await self.store.platforms_at(sorted({pid for _, pid in fresh}))
+        platform_ids = sorted({pid for _, pid in fresh if pid != RELAY_KEYS_NOTICE})
+        _, records = await self.store.platforms_at(platform_ids) if platform_ids else (current, {})
+        keys_changed = any(pid == RELAY_KEYS_NOTICE for _, pid in fresh)
+        signing = await self.store.relay_keys() if keys_changed else None
         if self.table.version != current:
             return  # replaced meanwhile (a reload); the notices will be judged against it next time
         changed = {pid: (None if record is None else build_platform(record)) for pid, record in records.items()}
-        self._swap(self.table.patched(versions[-1], changed))
+        table = self.table.patched(versions[-1], changed)
+        self._swap(table if signing is None else table.with_signing(versions[-1], signing))
 
     async def apply_own(self, platform_id: str) -> None:
         """This process's own write, visible to its next request at once (when it is the next version)."""
@@ -152,6 +147,13 @@ class SnapshotHolder:
         self.loaded_at = time.time()
 
     async def run(self) -> None:
+        self.refreshing = True
+        try:
+            await self._refresh()
+        finally:
+            self.refreshing = False
+
+    async def _refresh(self) -> None:
         backoff = 0.1
         while True:
             pubsub = self.store.redis.pubsub()

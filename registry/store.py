@@ -8,28 +8,32 @@ Must not: decide routing, speak HTTP, or be awaited on the hot path.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
 from registry.codec import (
+    RELAY_KEYS_NOTICE,
     ClientInfo,
+    Handshake,
+    LegacyRelay,
     PlatformRecord,
     decode_clientinfo,
+    decode_legacy_relay,
     decode_platform,
+    decode_relay_keys,
     encode_clientinfo,
     encode_platform,
 )
 from registry.keys import EVENTS_MAXLEN, RegistryKeys
 from routing.datetimes import format_datetime
 from routing.model import ConnectionStatus, PartyKey, PartyRole
-from routing.table import token_digest
+from routing.table import SigningKeys, token_digest
 
 _MAX_RETRIES = 20
 
@@ -52,6 +56,23 @@ _BUMP_SCRIPT = """
 local version = redis.call('INCR', KEYS[1])
 redis.call('PUBLISH', KEYS[2], ARGV[1] .. '|' .. version)
 return version
+"""
+#: Relay signing keys: ids 1..255 in turn; the current key and the one before it are kept (a rotation leaves URLs
+#: signed just before it working), older ones are deleted. Every change is a registry version like any other.
+_ROTATE_SCRIPT = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'current'))
+if current and ARGV[3] == 'ensure' then return current end
+local new = 1
+if current then new = current % 255 + 1 end
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if field ~= 'current' and field ~= ('k' .. new) and (not current or field ~= ('k' .. current)) then
+    redis.call('HDEL', KEYS[1], field)
+  end
+end
+redis.call('HSET', KEYS[1], 'k' .. new, ARGV[1], 'current', new)
+local version = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', KEYS[3], ARGV[2] .. '|' .. version)
+return new
 """
 _CURSOR_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -88,15 +109,6 @@ def _now() -> str:
     return format_datetime(datetime.now(UTC))
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """One consistent read of everything a routing table is built from."""
-
-    version: int
-    platforms: tuple[PlatformRecord, ...]
-    tokens: dict[str, str]
-
-
 class PartyStore:
     """Registry operations on one Redis with one key prefix."""
 
@@ -112,18 +124,6 @@ class PartyStore:
     async def version(self) -> int:
         raw = await self.redis.get(self.keys.version())
         return int(raw or 0)
-
-    async def snapshot(self) -> Snapshot:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.keys.version())
-            pipe.hgetall(self.keys.platforms())
-            pipe.hgetall(self.keys.tokens())
-            version, platforms, tokens = await pipe.execute()
-        return Snapshot(
-            version=int(version or 0),
-            platforms=tuple(decode_platform(raw) for raw in platforms.values()),
-            tokens={_text(k): _text(v) for k, v in tokens.items()},
-        )
 
     async def platforms_at(self, platform_ids: list[str]) -> tuple[int, dict[str, PlatformRecord | None]]:
         """Some platforms and the registry version they are current at (one consistent read)."""
@@ -235,7 +235,7 @@ class PartyStore:
         used_digest: bytes,
         *,
         registered_before: bool,
-        changes: dict[str, Any],
+        handshake: Handshake,
         token_c: str,
     ) -> PlatformRecord:
         """Registration (token A) or update (token C): store what the handshake fetched, swap in token C.
@@ -255,7 +255,18 @@ class PartyStore:
                 raise StaleTokenError("the credentials token was used or revoked meanwhile")
             old = decode_platform(raw)
             status = old.status if old.status is ConnectionStatus.SUSPENDED else ConnectionStatus.CONNECTED
-            record = old.with_changes(registered=True, status=status, accept_digests=(new_digest,), **changes)
+            record = replace(
+                old,
+                registered=True,
+                status=status,
+                accept_digests=(new_digest,),
+                versions_url=handshake.versions_url,
+                version=handshake.version,
+                endpoints=handshake.endpoints,
+                token_b=handshake.token_b,
+                token_form=handshake.token_form,
+                business_details=handshake.business_details,
+            )
             _multi(pipe)
             pipe.hdel(self.keys.tokens(), *old.accept_digests)
             pipe.hset(self.keys.tokens(), new_digest, f"{platform_id}|C")
@@ -268,16 +279,16 @@ class PartyStore:
         """Credentials DELETE (§7.2.4): its tokens stop working, it is SUSPENDED until the operator acts."""
         return await self._update(
             platform_id,
-            lambda r: r.with_changes(registered=False, status=ConnectionStatus.SUSPENDED, accept_digests=()),
+            lambda r: replace(r, registered=False, status=ConnectionStatus.SUSPENDED, accept_digests=()),
         )
 
     async def suspend(self, platform_id: str) -> PlatformRecord:
-        return await self._update(platform_id, lambda r: r.with_changes(status=ConnectionStatus.SUSPENDED))
+        return await self._update(platform_id, lambda r: replace(r, status=ConnectionStatus.SUSPENDED))
 
     async def resume(self, platform_id: str) -> PlatformRecord:
         def back(record: PlatformRecord) -> PlatformRecord:
             status = ConnectionStatus.CONNECTED if record.registered else ConnectionStatus.PLANNED
-            return record.with_changes(status=status)
+            return replace(record, status=status)
 
         return await self._update(platform_id, back)
 
@@ -288,7 +299,7 @@ class PartyStore:
 
         def change(record: PlatformRecord) -> PlatformRecord:
             if record.status in allowed and record.registered:
-                return record.with_changes(status=target)
+                return replace(record, status=target)
             return record
 
         try:
@@ -302,7 +313,7 @@ class PartyStore:
 
         async def write(pipe: Pipeline) -> None:
             old = await self._load(pipe, platform_id)
-            gone = old.with_changes(status=ConnectionStatus.SUSPENDED, registered=False, accept_digests=())
+            gone = replace(old, status=ConnectionStatus.SUSPENDED, registered=False, accept_digests=())
             _multi(pipe)
             if old.accept_digests:
                 pipe.hdel(self.keys.tokens(), *old.accept_digests)
@@ -336,17 +347,42 @@ class PartyStore:
 
     # -- relays (rewritten Link / Location / response_url) -------------------------------------------------
 
-    async def put_relay(self, mapping: dict[str, Any], ttl: int) -> str:
-        relay_id = secrets.token_urlsafe(24)
-        await self.redis.set(self.keys.relay(relay_id), orjson.dumps(mapping), ex=ttl)
-        return relay_id
+    async def relay_keys(self) -> SigningKeys:
+        """The keys relay URLs are signed and checked with (none until ``ensure_relay_key``)."""
+        return decode_relay_keys(await self.redis.hgetall(self.keys.relay_keys()))
 
-    async def get_relay(self, relay_id: str) -> dict[str, Any] | None:
+    async def ensure_relay_key(self) -> None:
+        """Create the first signing key unless one exists (every hub process calls this at start-up)."""
+        await self.redis.eval(
+            _ROTATE_SCRIPT,
+            3,
+            self.keys.relay_keys(),
+            self.keys.version(),
+            self.keys.changes(),
+            secrets.token_hex(32),
+            RELAY_KEYS_NOTICE,
+            "ensure",
+        )
+
+    async def rotate_relay_key(self) -> int:
+        """A new current signing key; the previous one stays valid, older ones are dropped. Returns its id."""
+        return int(
+            await self.redis.eval(
+                _ROTATE_SCRIPT,
+                3,
+                self.keys.relay_keys(),
+                self.keys.version(),
+                self.keys.changes(),
+                secrets.token_hex(32),
+                RELAY_KEYS_NOTICE,
+                "rotate",
+            )
+        )
+
+    async def legacy_relay(self, relay_id: str) -> LegacyRelay | None:
+        """A relay id handed out by release 0.1 (kept in Redis with a TTL), until those expire."""
         raw = await self.redis.get(self.keys.relay(relay_id))
-        if raw is None:
-            return None
-        value: dict[str, Any] = orjson.loads(raw)
-        return value
+        return None if raw is None else decode_legacy_relay(raw)
 
     # -- scheduler: lease and ClientInfo events ------------------------------------------------------------
 
@@ -401,7 +437,7 @@ class PartyStore:
 
     def _put(self, pipe: Pipeline, record: PlatformRecord, *, status_changed: bool) -> PlatformRecord:
         if status_changed:
-            record = record.with_changes(status_since=_now())
+            record = replace(record, status_since=_now())
             self._status_changed(pipe, record)
         pipe.hset(self.keys.platforms(), record.id, encode_platform(record))
         self._bump(pipe, record.id)
@@ -436,7 +472,3 @@ def _multi(pipe: Pipeline) -> None:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def parties_of(records: Iterable[PlatformRecord]) -> list[PartyRole]:
-    return [r for record in records for r in record.roles]

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from routing.outcome import Outcome
+
 
 class OcpiError(Exception):
     """Failure that ends as an OCPI envelope."""
 
     ocpi_status: ClassVar[int] = 3000
+    #: What the request's log line and metrics call this failure.
+    outcome: ClassVar[Outcome] = Outcome.SERVER_ERROR
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -23,12 +27,14 @@ class ClientError(OcpiError):
     """2000: generic client error."""
 
     ocpi_status = 2000
+    outcome = Outcome.CLIENT_ERROR
 
 
 class InvalidParametersError(OcpiError):
     """2001: invalid or missing parameters."""
 
     ocpi_status = 2001
+    outcome = Outcome.CLIENT_ERROR
 
 
 class MalformedBodyError(InvalidParametersError):
@@ -42,9 +48,13 @@ class BodyTooLargeError(InvalidParametersError):
 class UnauthorizedError(ClientError):
     """HTTP 401: missing or unknown token (transport_and_format §4.1.2)."""
 
+    outcome = Outcome.REFUSED
+
 
 class ForbiddenError(ClientError):
     """HTTP 403: a known platform that may not do this now (suspended)."""
+
+    outcome = Outcome.REFUSED
 
 
 class NotFoundError(ClientError):
@@ -89,15 +99,48 @@ class UnknownReceiverError(HubError):
     """4001: the OCPI-to party is not known to the hub."""
 
     ocpi_status = 4001
+    outcome = Outcome.UNKNOWN_RECEIVER
 
 
 class ForwardTimeoutError(HubError):
     """4002: the receiver did not answer within the forwarding timeout."""
 
     ocpi_status = 4002
+    outcome = Outcome.TIMEOUT
 
 
 class ReceiverUnreachableError(HubError):
-    """4003: the receiver is not connected, does not serve the endpoint, or refused the connection."""
+    """4003: the receiver could not be reached (refused, reset, unresolvable, closed mid-answer)."""
 
     ocpi_status = 4003
+    outcome = Outcome.UNREACHABLE
+
+
+class ReceiverSuspendedError(ReceiverUnreachableError):
+    """4003 without contacting it: the operator suspended the receiver."""
+
+    outcome = Outcome.RECEIVER_SUSPENDED
+
+
+class ReceiverOfflineError(ReceiverUnreachableError):
+    """4003 without contacting it: the receiver failed its liveness checks (OFFLINE)."""
+
+    outcome = Outcome.RECEIVER_OFFLINE
+
+
+class ReceiverPlannedError(ReceiverUnreachableError):
+    """4003 without contacting it: the receiver is declared but has not registered yet (PLANNED)."""
+
+    outcome = Outcome.RECEIVER_PLANNED
+
+
+class NoEndpointError(ReceiverUnreachableError):
+    """4003 without contacting it: the receiver publishes no endpoint for that module and interface role."""
+
+    outcome = Outcome.NO_ENDPOINT
+
+
+class OverloadedError(ReceiverUnreachableError):
+    """4003 at once: too many requests to that receiver are pending at the hub (a circuit breaker, not a queue)."""
+
+    outcome = Outcome.OVERLOADED

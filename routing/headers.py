@@ -23,6 +23,7 @@ OCPI_TO_PARTY_ID: Final = b"ocpi-to-party-id"
 OCPI_FROM_COUNTRY_CODE: Final = b"ocpi-from-country-code"
 OCPI_FROM_PARTY_ID: Final = b"ocpi-from-party-id"
 CONTENT_TYPE: Final = b"content-type"
+ACCEPT: Final = b"accept"
 CONTENT_LENGTH: Final = b"content-length"
 TRANSFER_ENCODING: Final = b"transfer-encoding"
 LINK: Final = b"link"
@@ -30,8 +31,6 @@ LOCATION: Final = b"location"
 X_TOTAL_COUNT: Final = b"x-total-count"
 X_LIMIT: Final = b"x-limit"
 HOST: Final = b"host"
-
-APPLICATION_JSON: Final = b"application/json"
 
 #: Request headers never passed on to a receiver: hop-by-hop ones (RFC 9110 §7.6.1) and the ones the hub
 #: rewrites itself (Authorization, X-Request-ID; transport_and_format §4.2) or the client library sets.
@@ -136,13 +135,6 @@ _SLOTS: Final = {
 }
 
 
-def parse_request_headers(raw: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
-    """``read_request_headers`` that raises InvalidParametersError at once on a bad value."""
-    parsed = read_request_headers(raw)
-    parsed.check()
-    return parsed
-
-
 def read_request_headers(raw: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
     """One pass over ASGI headers (names already lowercase); a bad value is kept in ``problem``."""
     found: list[bytes | None] = [None] * 8
@@ -225,8 +217,31 @@ def authorization_value(token: str, base64_form: bool) -> bytes:
     return b"Token " + encoded
 
 
-def routing_headers(direction: str, party: PartyKey) -> list[tuple[bytes, bytes]]:
-    """``OCPI-to-*`` (direction "to") or ``OCPI-from-*`` (direction "from") naming one party."""
-    if direction == "to":
-        return [(OCPI_TO_COUNTRY_CODE, party.country_code.encode()), (OCPI_TO_PARTY_ID, party.party_id.encode())]
-    return [(OCPI_FROM_COUNTRY_CODE, party.country_code.encode()), (OCPI_FROM_PARTY_ID, party.party_id.encode())]
+#: The four routing headers (transport_and_format §4.1.8.2).
+ROUTING_HEADERS: Final = frozenset({OCPI_TO_COUNTRY_CODE, OCPI_TO_PARTY_ID, OCPI_FROM_COUNTRY_CODE, OCPI_FROM_PARTY_ID})
+
+_TO_HEADERS: dict[PartyKey, tuple[tuple[bytes, bytes], ...]] = {}
+_FROM_HEADERS: dict[PartyKey, tuple[tuple[bytes, bytes], ...]] = {}
+
+
+def to_headers(party: PartyKey) -> tuple[tuple[bytes, bytes], ...]:
+    """``OCPI-to-country-code`` and ``OCPI-to-party-id`` naming ``party`` (built once per party)."""
+    headers = _TO_HEADERS.get(party)
+    if headers is None:
+        headers = ((OCPI_TO_COUNTRY_CODE, party.country_code.encode()), (OCPI_TO_PARTY_ID, party.party_id.encode()))
+        if len(_TO_HEADERS) < MAX_CACHED_PARTIES:
+            _TO_HEADERS[party] = headers
+    return headers
+
+
+def from_headers(party: PartyKey) -> tuple[tuple[bytes, bytes], ...]:
+    """``OCPI-from-country-code`` and ``OCPI-from-party-id`` naming ``party`` (built once per party)."""
+    headers = _FROM_HEADERS.get(party)
+    if headers is None:
+        headers = (
+            (OCPI_FROM_COUNTRY_CODE, party.country_code.encode()),
+            (OCPI_FROM_PARTY_ID, party.party_id.encode()),
+        )
+        if len(_FROM_HEADERS) < MAX_CACHED_PARTIES:
+            _FROM_HEADERS[party] = headers
+    return headers

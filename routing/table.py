@@ -11,12 +11,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from routing.errors import (
     ForbiddenError,
     InvalidParametersError,
+    NoEndpointError,
+    ReceiverOfflineError,
+    ReceiverPlannedError,
+    ReceiverSuspendedError,
     ReceiverUnreachableError,
     UnauthorizedError,
     UnknownReceiverError,
@@ -44,6 +48,13 @@ BROADCAST_AUDIENCE: Final[Mapping[Role, frozenset[Role]]] = {
 }
 
 
+#: The 4003 a receiver gets in each status it cannot be forwarded to (the cause is kept for the metrics).
+_UNAVAILABLE: Final[Mapping[ConnectionStatus, type[ReceiverUnreachableError]]] = {
+    ConnectionStatus.SUSPENDED: ReceiverSuspendedError,
+    ConnectionStatus.OFFLINE: ReceiverOfflineError,
+    ConnectionStatus.PLANNED: ReceiverPlannedError,
+}
+
 #: Bound of the per-snapshot cache of authenticated Authorization values.
 MAX_CACHED_CALLERS: Final = 100_000
 
@@ -70,27 +81,45 @@ class Platform:
     #: SHA-256 digests of the tokens the hub accepts from it (for patching the token index on a change).
     digests: tuple[bytes, ...] = ()
     parties: frozenset[PartyKey] = field(init=False)
-    #: scheme://host[:port] of every URL it registered (lower case): where URLs it hands out may point.
-    origins: frozenset[str] = field(init=False)
+    #: host[:port] (lower case) of every URL it registered → the scheme it registered there: where URLs it hands
+    #: out may point, and how the hub calls them.
+    authorities: Mapping[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parties", frozenset(r.party for r in self.roles))
-        urls = [*self.endpoints.values(), self.versions_url]
-        object.__setattr__(self, "origins", frozenset(o for o in map(_origin, urls) if o))
+        authorities: dict[str, str] = {}
+        for url in (*self.endpoints.values(), self.versions_url):
+            scheme, authority = split_origin(url)
+            if authority:
+                authorities.setdefault(authority, scheme)
+        object.__setattr__(self, "authorities", authorities)
 
-    def owns_url(self, url: str) -> bool:
-        """An http(s) URL without whitespace or control characters on one of this platform's own origins."""
-        if not url.isascii() or not url.isprintable() or " " in url:
-            return False
-        return _origin(url) in self.origins
+    def local_url(self, url: str) -> str | None:
+        """``url`` as the hub may call it: on one of this platform's own hosts and ports, in the scheme registered
+        there (a party that writes https:// for the http:// server it registered is still understood), or None
+        when it points anywhere else or is not a clean http(s) URL (no request forgery through party URLs)."""
+        if not url.isascii() or not url.isprintable() or " " in url or "\\" in url:
+            return None
+        scheme, authority = split_origin(url)
+        registered = self.authorities.get(authority) if authority else None
+        if registered is None:
+            return None
+        return url if scheme == registered else registered + url[len(scheme) :]
 
 
-def _origin(url: str) -> str:
+def split_origin(url: str) -> tuple[str, str]:
+    """(scheme, host[:port]) of an http(s) URL, both lower case; ("", "") for anything else."""
     scheme, sep, rest = url.partition("://")
-    if not sep or scheme.lower() not in ("http", "https"):
-        return ""
-    authority = rest.split("/", 1)[0].split("?", 1)[0].lower()
-    return f"{scheme.lower()}://{authority}" if authority and "@" not in authority else ""
+    scheme = scheme.lower()
+    if not sep or scheme not in ("http", "https"):
+        return "", ""
+    end = len(rest)
+    for mark in "/?#":
+        found = rest.find(mark)
+        if 0 <= found < end:
+            end = found
+    authority = rest[:end].lower()
+    return (scheme, authority) if authority and "@" not in authority else ("", "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,15 +139,23 @@ class Caller:
     registered: bool
     form: TokenForm
     digest: bytes
-    token: bytes
+    #: The plaintext token (credentials GET shows it back to its owner); never in a repr or a log line.
+    token: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Direct:
-    """Forward to one receiver's endpoint."""
+    """Forward to one receiver's endpoint (or, for a relay URL, to the URL it stands for)."""
 
+    caller: Caller
+    #: The routing parties: FROM (None only on a relay used without OCPI-from) and TO.
+    sender: PartyKey | None
+    to_party: PartyKey | None
     receiver: Platform
     endpoint: str
+    #: Routing headers the hub adds because the requester left them out (a relay URL followed without them).
+    add_to: bool = False
+    add_from: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +175,17 @@ class Broadcast:
 
 
 @dataclass(frozen=True, slots=True)
+class SigningKeys:
+    """The keys hub relay URLs are signed with: the current key's id, and every key still accepted (id → secret)."""
+
+    current: int
+    keys: Mapping[int, bytes] = field(repr=False)
+
+
+NO_KEYS: Final = SigningKeys(0, {})
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingTable:
     """An immutable snapshot of the registry."""
 
@@ -145,6 +193,7 @@ class RoutingTable:
     hub: PartyKey
     platforms: Mapping[str, Platform]
     tokens: Mapping[bytes, TokenGrant]
+    signing: SigningKeys = NO_KEYS
     #: Derived from ``platforms`` when not given (``patched`` passes it to avoid an O(n) rebuild).
     parties: Mapping[PartyKey, Platform] = field(default_factory=dict)
     #: Authorization header value → Caller, filled as known tokens are seen; dies with this snapshot.
@@ -173,11 +222,27 @@ class RoutingTable:
                     tokens[digest] = TokenGrant(platform_id, digest, new.registered)
                 for party in new.parties:
                     parties[party] = new
-        return RoutingTable(version=version, hub=self.hub, platforms=platforms, tokens=tokens, parties=parties)
+        return RoutingTable(
+            version=version, hub=self.hub, platforms=platforms, tokens=tokens, signing=self.signing, parties=parties
+        )
+
+    def with_signing(self, version: int, signing: SigningKeys) -> RoutingTable:
+        """The same table at a new version with other relay signing keys (the caller cache carries over)."""
+        table = replace(self, version=version, signing=signing)
+        object.__setattr__(table, "_callers", self._callers)
+        return table
 
     @classmethod
     def empty(cls, hub: PartyKey) -> RoutingTable:
         return cls(version=0, hub=hub, platforms={}, tokens={})
+
+    @classmethod
+    def build(
+        cls, version: int, hub: PartyKey, platforms: dict[str, Platform], signing: SigningKeys = NO_KEYS
+    ) -> RoutingTable:
+        """A whole table from its platforms; the token index is derived from their digests."""
+        tokens = {d: TokenGrant(p.id, d, p.registered) for p in platforms.values() for d in p.digests}
+        return cls(version=version, hub=hub, platforms=platforms, tokens=tokens, signing=signing)
 
     def authenticate_header(self, value: bytes | None) -> Caller:
         """The caller behind an Authorization header; known values skip decoding and hashing."""
@@ -221,19 +286,20 @@ class RoutingTable:
             raise InvalidParametersError(f"OCPI-from party {from_party} does not belong to this token's platform")
         return from_party
 
-    def resolve(self, to_party: PartyKey | None, module: ModuleID, role: InterfaceRole) -> Direct:
-        """The receiver of a direct request, or the 4xxx error the hub answers without forwarding."""
-        if to_party is None:
-            raise InvalidParametersError("OCPI-to-country-code and OCPI-to-party-id are required")
+    def resolve(
+        self, caller: Caller, sender: PartyKey, to_party: PartyKey, module: ModuleID, role: InterfaceRole
+    ) -> Direct:
+        """The receiver of a direct request, or the 4xxx error the hub answers without forwarding (§5.4)."""
         receiver = self.parties.get(to_party)
         if receiver is None:
             raise UnknownReceiverError(f"unknown receiver {to_party}")
         if receiver.status is not ConnectionStatus.CONNECTED:
-            raise ReceiverUnreachableError(f"receiver {to_party} is {receiver.status.value}")
+            unavailable = _UNAVAILABLE.get(receiver.status, ReceiverUnreachableError)
+            raise unavailable(f"receiver {to_party} is {receiver.status.value}")
         endpoint = receiver.endpoints.get((module, role))
         if endpoint is None:
-            raise ReceiverUnreachableError(f"receiver {to_party} has no {module.value} {role.value} endpoint")
-        return Direct(receiver, endpoint)
+            raise NoEndpointError(f"receiver {to_party} has no {module.value} {role.value} endpoint")
+        return Direct(caller, sender, to_party, receiver, endpoint)
 
     def broadcast(
         self, caller: Caller, sender: PartyKey, module: ModuleID, role: InterfaceRole, method: str, suffix: str

@@ -23,6 +23,10 @@ from tests.support.redis_server import running_redis
 from tests.support.servers import bound_socket, serve
 
 
+#: What tests allow party URLs to reach: the fake parties' loopback addresses.
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     url = os.environ.get("OCPI_HUB_TEST_REDIS_URL")
@@ -64,6 +68,8 @@ def test_settings(redis_url: str, keys: RegistryKeys) -> Callable[..., Settings]
             lease_ttl=2.0,
             liveness_interval=300.0,
             drain_time=5.0,
+            # Every fake party lives on loopback, which party URLs may not reach by default (SSRF policy).
+            allow_party_networks=LOOPBACK_NETWORKS,
         )
         return dataclasses.replace(base, **overrides)
 

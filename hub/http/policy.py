@@ -367,6 +367,11 @@ class NetworkPolicy:
                 raise ValueError(f"allow_party_networks: {cidr!r} is not a network in CIDR notation: {exc}") from None
         return cls(networks)
 
+    @classmethod
+    def anywhere(cls) -> NetworkPolicy:
+        """Every address: for URLs the operator configured (the hub's own public URL), never for a party's."""
+        return cls([IPv4Network("0.0.0.0/0"), IPv6Network("::/0")])
+
     def __repr__(self) -> str:
         return f"NetworkPolicy(allowed={[str(n) for n in self.allowed]})"
 

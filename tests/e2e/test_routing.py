@@ -216,6 +216,8 @@ async def test_pagination_link_goes_through_the_hub(world: World, store: PartySt
     assert link.startswith(f"<{world.hub.base_url}/ocpi/2.2.1/relay/")
     assert link.endswith('>; rel="next"')
     assert world.cpo.base_url not in link
+    # The receiver's query is readable and unchanged (transport_and_format §4.1.4.1: the filters stay).
+    assert link.endswith('?offset=2&limit=2&date_from=2026-01-01T00:00:00Z>; rel="next"')
     next_url = link[1 : link.index(">")]
     # The next page, fetched with the sender's own token (routing headers repeated or not), from the same CPO.
     second = await world.client.get(next_url, headers={"Authorization": token_header(world.emsp.hub_token)})

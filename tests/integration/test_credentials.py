@@ -16,7 +16,7 @@ from registry.store import PartyStore
 from routing.model import ConnectionStatus, PartyKey, PartyRole
 from tests.support.fake_party import FakeParty, token_header
 from tests.support.hubs import RunningHub, connect_party
-from tests.support.processes import ocpi_hub_executable
+from tests.support.processes import hub_env, ocpi_hub_executable
 from tests.support.servers import bound_socket, serve
 
 pytestmark = pytest.mark.integration
@@ -269,6 +269,4 @@ async def test_hub_initiated_connect(hub: RunningHub, store: PartyStore, redis_u
 
 
 def _env(store: PartyStore) -> dict[str, str]:
-    import os
-
-    return {**os.environ, "OCPI_HUB_KEY_PREFIX": store.keys.prefix}
+    return hub_env(key_prefix=store.keys.prefix)

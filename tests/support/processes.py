@@ -35,10 +35,16 @@ def ocpi_hub_executable() -> str:
     return found
 
 
+#: Settings every hub process of the tests gets unless a test says otherwise: fake parties live on loopback,
+#: which party URLs may not reach by default, and several hubs must not compete for one admin port.
+TEST_DEFAULTS = {"allow_party_networks": "127.0.0.0/8,::1/128", "admin_port": "0"}
+
+
 def hub_env(**settings: str) -> dict[str, str]:
-    """This environment without any ``OCPI_HUB_*`` variable, plus ``settings`` (key_prefix → OCPI_HUB_KEY_PREFIX)."""
+    """This environment without any ``OCPI_HUB_*`` variable, plus the test defaults and ``settings``
+    (key_prefix → OCPI_HUB_KEY_PREFIX)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCPI_HUB_")}
-    env.update({"OCPI_HUB_" + name.upper(): value for name, value in settings.items()})
+    env.update({"OCPI_HUB_" + name.upper(): value for name, value in {**TEST_DEFAULTS, **settings}.items()})
     return env
 
 

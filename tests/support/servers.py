@@ -11,7 +11,7 @@ from typing import Literal
 import uvicorn
 from starlette.types import ASGIApp
 
-from hub.protocol import OcpiHttpToolsProtocol
+from hub.http.server import OcpiHttpToolsProtocol
 
 
 def bound_socket() -> socket.socket:

@@ -81,6 +81,11 @@ STATUSES: list[tuple[type[errors.OcpiError], int, int]] = [
     (errors.UnknownReceiverError, 200, 4001),
     (errors.ForwardTimeoutError, 200, 4002),
     (errors.ReceiverUnreachableError, 200, 4003),
+    (errors.ReceiverSuspendedError, 200, 4003),
+    (errors.ReceiverOfflineError, 200, 4003),
+    (errors.ReceiverPlannedError, 200, 4003),
+    (errors.NoEndpointError, 200, 4003),
+    (errors.OverloadedError, 200, 4003),
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import pytest
 
@@ -59,7 +61,7 @@ def test_platform_round_trip(record: PlatformRecord) -> None:
 @pytest.mark.parametrize("status", list(ConnectionStatus))
 @pytest.mark.parametrize("form", list(TokenForm))
 def test_platform_round_trip_of_every_status_and_token_form(status: ConnectionStatus, form: TokenForm) -> None:
-    record = FULL.with_changes(status=status, token_form=form)
+    record = replace(FULL, status=status, token_form=form)
     decoded = decode_platform(encode_platform(record))
     assert decoded.status is status
     assert decoded.token_form is form
@@ -77,7 +79,8 @@ def test_platform_optional_fields_default_when_absent() -> None:
     for key in ("versions_url", "version", "endpoints", "token_b", "token_form", "accept_digests", "business_details"):
         del data[key]
     decoded = decode_platform(orjson.dumps(data))
-    assert decoded == MINIMAL.with_changes(
+    assert decoded == replace(
+        MINIMAL,
         id="p2",
         name=FULL.name,
         roles=FULL.roles,

@@ -16,6 +16,7 @@ from routing.errors import (
     UnknownReceiverError,
 )
 from routing.model import ConnectionStatus, InterfaceRole, ModuleID, PartyKey, PartyRole, TokenForm
+from routing.outcome import Outcome
 from routing.table import Broadcast, Caller, Platform, RoutingTable, TokenGrant, token_digest
 
 HUB = PartyKey("ZZ", "HUB")
@@ -152,7 +153,7 @@ def test_check_sender_returns_an_owned_party() -> None:
 
 def test_check_sender_with_lower_case_headers() -> None:
     p = platform("p", ["NL:AAA:CPO"])
-    parsed = h.parse_request_headers([(b"ocpi-from-country-code", b"nl"), (b"ocpi-from-party-id", b"aaa")])
+    parsed = h.read_request_headers([(b"ocpi-from-country-code", b"nl"), (b"ocpi-from-party-id", b"aaa")])
     assert table([p]).check_sender(caller_of(p), parsed.from_party) == PartyKey("NL", "AAA")
 
 
@@ -191,43 +192,56 @@ def test_check_sender_from_not_owned(other: PartyKey) -> None:
 # -- resolve -------------------------------------------------------------------------------------------------
 
 
+SENDER = platform("p", ["NL:AAA:CPO"])
+FROM = PartyKey("NL", "AAA")
+
+
 def test_resolve_direct() -> None:
     receiver = platform("r", ["DE:BBB:EMSP"])
-    direct = table([platform("p", ["NL:AAA:CPO"]), receiver]).resolve(
-        PartyKey("DE", "BBB"), ModuleID.TOKENS, InterfaceRole.RECEIVER
+    caller = caller_of(SENDER)
+    direct = table([SENDER, receiver]).resolve(
+        caller, FROM, PartyKey("DE", "BBB"), ModuleID.TOKENS, InterfaceRole.RECEIVER
     )
     assert direct.receiver is receiver
     assert direct.endpoint == "https://r.example.com/ocpi/2.2.1/tokens/receiver"
-
-
-def test_resolve_missing_to() -> None:
-    with pytest.raises(InvalidParametersError) as caught:
-        table([]).resolve(None, ModuleID.TOKENS, InterfaceRole.RECEIVER)
-    assert caught.value.ocpi_status == 2001
+    assert (direct.caller, direct.sender, direct.to_party) == (caller, FROM, PartyKey("DE", "BBB"))
+    assert not direct.add_to
+    assert not direct.add_from
 
 
 def test_resolve_unknown_receiver() -> None:
+    t = table([SENDER, platform("r", ["DE:BBB:EMSP"])])
     with pytest.raises(UnknownReceiverError) as caught:
-        table([platform("r", ["DE:BBB:EMSP"])]).resolve(PartyKey("DE", "CCC"), ModuleID.TOKENS, InterfaceRole.RECEIVER)
+        t.resolve(caller_of(SENDER), FROM, PartyKey("DE", "CCC"), ModuleID.TOKENS, InterfaceRole.RECEIVER)
     assert caught.value.ocpi_status == 4001
+    assert caught.value.outcome is Outcome.UNKNOWN_RECEIVER
 
 
-@pytest.mark.parametrize("status", [ConnectionStatus.OFFLINE, ConnectionStatus.PLANNED, ConnectionStatus.SUSPENDED])
-def test_resolve_receiver_not_connected(status: ConnectionStatus) -> None:
-    t = table([platform("r", ["DE:BBB:EMSP"], status=status)])
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (ConnectionStatus.OFFLINE, Outcome.RECEIVER_OFFLINE),
+        (ConnectionStatus.PLANNED, Outcome.RECEIVER_PLANNED),
+        (ConnectionStatus.SUSPENDED, Outcome.RECEIVER_SUSPENDED),
+    ],
+)
+def test_resolve_receiver_not_connected(status: ConnectionStatus, outcome: Outcome) -> None:
+    t = table([SENDER, platform("r", ["DE:BBB:EMSP"], status=status)])
     with pytest.raises(ReceiverUnreachableError, match=status.value) as caught:
-        t.resolve(PartyKey("DE", "BBB"), ModuleID.TOKENS, InterfaceRole.RECEIVER)
+        t.resolve(caller_of(SENDER), FROM, PartyKey("DE", "BBB"), ModuleID.TOKENS, InterfaceRole.RECEIVER)
     assert caught.value.ocpi_status == 4003
+    assert caught.value.outcome is outcome  # the metrics tell a party's state from a network failure
 
 
 @pytest.mark.parametrize(
     ("module", "role"), [(ModuleID.TOKENS, InterfaceRole.SENDER), (ModuleID.COMMANDS, InterfaceRole.RECEIVER)]
 )
 def test_resolve_missing_endpoint(module: ModuleID, role: InterfaceRole) -> None:
-    t = table([platform("r", ["DE:BBB:EMSP"], endpoints=[TOKENS_RECEIVER])])
+    t = table([SENDER, platform("r", ["DE:BBB:EMSP"], endpoints=[TOKENS_RECEIVER])])
     with pytest.raises(ReceiverUnreachableError, match="no") as caught:
-        t.resolve(PartyKey("DE", "BBB"), module, role)
+        t.resolve(caller_of(SENDER), FROM, PartyKey("DE", "BBB"), module, role)
     assert caught.value.ocpi_status == 4003
+    assert caught.value.outcome is Outcome.NO_ENDPOINT
 
 
 # -- broadcast -----------------------------------------------------------------------------------------------

@@ -1,0 +1,282 @@
+"""Keep-alive connections to one party origin, and the process-wide budget all pools share.
+
+Owns: opening connections only to addresses the network policy permits (resolved at connect time, so DNS
+rebinding cannot reach a refused address), at most ``limit`` per origin and ``Budget.limit`` per process, reusing
+the warmest idle one, and handing freed connections to waiters fairly — round robin between senders, first come
+first served within one sender, so a sender flooding a slow receiver cannot push another sender's requests to the
+back of its queue — with a cap on requests pending per origin and per sender there (answered at once with 4003,
+like an Envoy circuit breaker, instead of queuing without end).
+Must not: speak HTTP (hub/http/connection.py does) or know deadlines (hub/http/client.py does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Final
+
+from hub.http.connection import Connection
+from hub.http.policy import NetworkPolicy, PartyUrl, PartyUrlError, resolve
+from routing.errors import OverloadedError, ReceiverUnreachableError
+
+log = logging.getLogger("ocpihub.outbound")
+
+#: Idle connections are dropped before common server keep-alive timeouts (uvicorn's default is 5 s) expire,
+#: so the hub rarely writes into a connection the receiver is closing.
+IDLE_TIMEOUT: Final = 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How much one origin may hold: open connections, and requests pending in all and per sender."""
+
+    connections: int
+    pending: int
+    pending_per_sender: int
+
+
+class Budget:
+    """The process-wide cap on open connections, shared by every pool."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self.pools: dict[tuple[str, int, bool], Pool] = {}
+
+    def take(self) -> bool:
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def give_back(self) -> None:
+        self.open -= 1
+
+    def evict_idle(self) -> None:
+        """Close the longest-idle connection of any pool; its end frees a place (Pool.forget)."""
+        oldest: Connection | None = None
+        for pool in self.pools.values():
+            if pool.idle and (oldest is None or pool.idle[0].idle_since < oldest.idle_since):
+                oldest = pool.idle[0]
+        if oldest is not None:
+            oldest.pool.idle.remove(oldest)
+            oldest.abort()
+
+    def wake_any(self) -> None:
+        """A place in the budget is free: wake a waiter of a pool that is below its own limit (one that can use it)."""
+        for pool in self.pools.values():
+            if pool.has_waiters and pool.open < pool.limit:
+                pool.next_waiter()
+                return
+
+
+class Pool:
+    """Keep-alive connections to one origin."""
+
+    def __init__(
+        self,
+        origin: PartyUrl,
+        limits: Limits,
+        ssl_context: ssl.SSLContext | None,
+        budget: Budget,
+        policy: NetworkPolicy,
+    ) -> None:
+        self.origin = origin
+        self.limits = limits
+        self.limit = limits.connections
+        self.budget = budget
+        self.policy = policy
+        self.ssl_context = ssl_context
+        self.idle: collections.deque[Connection] = collections.deque()
+        self.open = 0
+        self.in_use = 0
+        #: Requests holding or waiting for a connection, in all and per sender.
+        self.pending = 0
+        self.pending_by: dict[str, int] = {}
+        #: Waiters per sender, and the order in which senders with waiters take turns.
+        self.waiters: dict[str, collections.deque[asyncio.Future[None]]] = {}
+        self.turns: collections.deque[str] = collections.deque()
+        self.last_used = 0.0
+
+    @property
+    def has_waiters(self) -> bool:
+        return bool(self.turns)
+
+    def admit(self, sender: str) -> None:
+        """Count a request against the caps, or refuse it at once (4003) when the origin or sender is saturated."""
+        mine = self.pending_by.get(sender, 0)
+        if self.pending >= self.limits.pending or mine >= self.limits.pending_per_sender:
+            raise OverloadedError("the receiver has too many requests pending at the hub; try again shortly")
+        self.pending += 1
+        self.pending_by[sender] = mine + 1
+
+    def done(self, sender: str) -> None:
+        self.pending -= 1
+        left = self.pending_by[sender] - 1
+        if left:
+            self.pending_by[sender] = left
+        else:
+            del self.pending_by[sender]
+
+    def take_idle(self, now: float) -> Connection | None:
+        while self.idle:
+            conn = self.idle.pop()  # the most recently used: warmest, least likely closed by the receiver
+            if conn.closed or now - conn.idle_since > IDLE_TIMEOUT:
+                conn.abort()
+                continue
+            self.in_use += 1
+            return conn
+        return None
+
+    async def acquire(self, connect_timeout: float, sender: str) -> tuple[Connection, bool]:
+        """A connection and whether it was reused."""
+        loop = asyncio.get_running_loop()
+        if self.turns:
+            # Others queue already: a connection freed now is theirs (next_waiter woke one for it), so this request
+            # takes its turn instead of taking that connection from under the woken waiter.
+            await self._wait_turn(sender)
+        while True:
+            conn = self.take_idle(loop.time())
+            if conn is not None:
+                return conn, True
+            if self.open < self.limit and self.budget.take():
+                self.open += 1
+                self.in_use += 1
+                try:
+                    return await self._connect(connect_timeout), False
+                except BaseException:
+                    self.open -= 1
+                    self.in_use -= 1
+                    self.budget.give_back()
+                    self.next_waiter()
+                    raise
+            if self.open < self.limit:
+                self.budget.evict_idle()  # the process-wide cap is reached: make room from an idle connection
+            # Woken but nothing free after all (rare: a newcomer took a slot while no one else queued): wait again
+            # at the head of the line, where this request already was.
+            await self._wait_turn(sender, again=True)
+
+    async def _wait_turn(self, sender: str, again: bool = False) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        queue = self.waiters.get(sender)
+        if queue is None:
+            queue = self.waiters[sender] = collections.deque()
+            if again:
+                self.turns.appendleft(sender)
+            else:
+                self.turns.append(sender)
+        if again:
+            queue.appendleft(waiter)
+        else:
+            queue.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.next_waiter()  # woken, then cancelled before it ran: pass the turn on
+            raise
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            self._drop_waiter(sender, waiter)
+
+    def _drop_waiter(self, sender: str, waiter: asyncio.Future[None]) -> None:
+        queue = self.waiters.get(sender)
+        if queue is None:
+            return
+        if waiter in queue:
+            queue.remove(waiter)
+        if not queue:
+            del self.waiters[sender]
+            if sender in self.turns:
+                self.turns.remove(sender)
+
+    async def _connect(self, timeout: float) -> Connection:
+        loop = asyncio.get_running_loop()
+        origin = self.origin
+        try:
+            async with asyncio.timeout(timeout):
+                # Resolved and checked on every new connection, and connected to exactly the checked address.
+                addresses = await resolve(origin, self.policy, loop=loop)
+                last: OSError | None = None
+                for family, address in addresses:
+                    try:
+                        _, protocol = await loop.create_connection(
+                            lambda: Connection(self),
+                            address,
+                            origin.port,
+                            family=family,
+                            proto=socket.IPPROTO_TCP,
+                            ssl=self.ssl_context if origin.tls else None,
+                            server_hostname=origin.host if origin.tls else None,
+                        )
+                        return protocol
+                    except OSError as exc:  # refused, unreachable, TLS failure (ssl.SSLError is an OSError)
+                        last = exc
+                raise last or OSError("no address")
+        except TimeoutError:
+            raise ReceiverUnreachableError(f"could not connect within {timeout:g} s") from None
+        except PartyUrlError as exc:
+            log.warning("party URL refused at connect time", extra={"fields": {"host": origin.host, "why": str(exc)}})
+            raise ReceiverUnreachableError("could not connect: the receiver's address is not permitted") from None
+        except OSError as exc:
+            raise ReceiverUnreachableError(f"could not connect: {exc.strerror or type(exc).__name__}") from None
+
+    def release(self, conn: Connection) -> None:
+        self.in_use -= 1
+        now = asyncio.get_running_loop().time()
+        self.last_used = now
+        if not conn.reusable:
+            # Nothing is free until the connection has ended: its end (forget) wakes the next waiter. Waking one
+            # now would only send it to the back of the line.
+            conn.abort()
+            return
+        conn.idle_since = now
+        self.idle.append(conn)
+        if self.turns:
+            self.next_waiter()
+        elif self.budget.open >= self.budget.limit:
+            self.budget.wake_any()  # another pool may be waiting for room that this idle connection can give
+
+    def forget(self, conn: Connection) -> None:
+        """A connection ended (either side): it no longer counts against the limits."""
+        self.open -= 1
+        if conn in self.idle:
+            self.idle.remove(conn)
+        self.budget.give_back()
+        if self.turns:
+            self.next_waiter()
+        else:
+            self.budget.wake_any()
+
+    def next_waiter(self) -> None:
+        """Wake the first waiter of the sender whose turn it is; that sender goes to the back of the line."""
+        while self.turns:
+            sender = self.turns.popleft()
+            queue = self.waiters.get(sender)
+            woken = False
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    woken = True
+                    break
+            if queue:
+                self.turns.append(sender)
+            else:
+                self.waiters.pop(sender, None)
+            if woken:
+                return
+
+    def prune(self, now: float) -> None:
+        """Close idle connections the receiver is about to drop anyway."""
+        while self.idle and now - self.idle[0].idle_since > IDLE_TIMEOUT:
+            self.idle.popleft().abort()
+
+    @property
+    def unused(self) -> bool:
+        return self.open == 0 and self.pending == 0 and not self.turns

@@ -1,0 +1,241 @@
+"""uvicorn's httptools protocol, made fit for a hub on the public internet.
+
+Owns, for every client connection under ``--server uvicorn``:
+- bounds on what a client may send before the hub spends work on it — header count, header line and head size
+  (answered 431 with an OCPI envelope before the app sees the request), the time a head may take to arrive
+  (a slow or silent client is answered 408 and closed: slowloris), and connections per process (past the
+  limit a new connection is answered 503 and closed at once);
+- OCPI envelopes for requests the HTTP parser refuses (CR, LF or other control characters: HTTP 400, 2001);
+- an ``ocpihub.abort`` ASGI extension, so the proxy can cut an answer whose receiver failed mid-stream without
+  the server logging a traceback for a party's failure;
+- gathering the writes of one response into one system call (uvicorn writes head and body separately; the hub
+  answers with both in the same event-loop step; measured: benchmarks/RESULTS.md).
+It builds on uvicorn internals (``on_message_begin``/``on_url``/``on_header``/``on_headers_complete``,
+``send_400_response``, ``url``, ``scope``, ``connections``, ``server_state``, ``cycle``/``pipeline`` and a cycle's
+``disconnected``/``message_event``); pyproject bounds uvicorn to the tested range and
+tests/unit/hub/http/test_server_contract.py fails loudly if a uvicorn release moves them.
+Must not: change how requests are parsed or what is written once a request is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from hub.envelope import envelope
+
+_REASONS: Final = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    """What one client may send as a request head, and how many connections a process keeps."""
+
+    max_headers: int = 100
+    max_header_line: int = 8192
+    max_head: int = 32_768
+    head_timeout: float = 10.0
+    max_connections: int = 4096
+
+
+class _Refused(Exception):
+    """A request head over the limits: the parser stops, the refusal is sent instead."""
+
+
+class CorkedTransport:
+    """A transport whose writes within one event-loop step are joined into one."""
+
+    __slots__ = ("_buffer", "_loop", "_scheduled", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._buffer: list[bytes] = []
+        self._scheduled = False
+
+    def write(self, data: bytes) -> None:
+        self._buffer.append(data)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if self._buffer:
+            data = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
+            self._buffer.clear()
+            if not self.transport.is_closing():
+                self.transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def abort(self) -> None:
+        self._buffer.clear()
+        self.transport.abort()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)  # get_extra_info, set_protocol, pause/resume_reading, ...
+
+
+class OcpiHttpToolsProtocol(HttpToolsProtocol):
+    limits: ClassVar[HeadLimits] = HeadLimits()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn narrows the type
+        super().connection_made(transport)
+        self.transport = CorkedTransport(transport, self.loop)  # type: ignore[assignment]  # same interface
+        self._refusal: tuple[int, str] | None = None
+        #: Bytes of the current head: counted off the wire before parsing, and from the parsed parts.
+        self._head_bytes = 0
+        self._head_size = 0
+        self._header_count = 0
+        self._in_head = True
+        self._head_seen = False
+        self._tail = b""  # the last bytes of the previous read: a head's end may straddle two reads
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            self.limits.head_timeout, self._head_timed_out
+        )
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(503, "the hub has too many open connections; try again shortly")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return  # refused: the answer is on its way and the connection closing
+        if self._in_head and data:
+            # Counted before parsing: httptools joins a header's pieces by copying (quadratic in its size), so a head
+            # over the bound is refused before the parser sees more of it. Body bytes in the same read are not head.
+            self._head_seen = True
+            self._head_bytes += self._head_part(data)
+            if self._head_bytes > self.limits.max_head:
+                self._refuse(431, f"the request head is larger than {self.limits.max_head} bytes")
+                return
+        super().data_received(data)
+
+    def _head_part(self, data: bytes) -> int:
+        """How many bytes of ``data`` belong to the current head: up to its end, or all when it does not end here."""
+        tail = self._tail
+        if tail:
+            joined = tail + data[:3]
+            end = joined.find(b"\r\n\r\n")
+            if end >= 0:
+                return end + 4 - len(tail)
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            return end + 4
+        self._tail = (tail + data)[-3:] if len(data) < 3 else data[-3:]
+        return len(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_seen = True
+        self._head_size = 0
+        self._header_count = 0
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_timed_out)
+
+    def on_url(self, url: bytes) -> None:
+        if len(self.url) + len(url) > self.limits.max_header_line:
+            self._refusal = (431, f"the request line is longer than {self.limits.max_header_line} bytes")
+            raise _Refused
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._refusal = (431, f"more than {self.limits.max_headers} request headers")
+            raise _Refused
+        line = len(name) + len(value) + 4
+        if line > self.limits.max_header_line:
+            self._refusal = (431, f"a request header line is longer than {self.limits.max_header_line} bytes")
+            raise _Refused
+        # The parsed size catches what the count off the wire cannot see: a pipelined head in the same read.
+        self._head_size += line
+        if self._head_size > self.limits.max_head:
+            self._refusal = (431, f"the request head is larger than {self.limits.max_head} bytes")
+            raise _Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_seen = False
+        self._head_bytes = 0
+        self._tail = b""
+        self._stop_head_timer()
+        # Before uvicorn creates the request's task: the app must find the extension however early it runs.
+        extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+        extensions["ocpihub.abort"] = self._abort
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refusal is not None:
+            status, message = self._refusal
+            self._refusal = None
+            self._refuse(status, message)
+            return
+        self._refuse(400, f"malformed HTTP request: {msg}")
+
+    # -- refusals ------------------------------------------------------------------------------------------------
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer with an OCPI envelope (status_code 2001) and close; nothing of the request reaches the app."""
+        self._refusal = (status, message)
+        self._stop_head_timer()
+        body = envelope(2001 if status in (400, 431) else 3000, message)
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        transport = self.transport
+        if not transport.is_closing():
+            transport.write(b"".join(head) + body)
+            transport.close()
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            if self._head_seen:
+                self._refuse(408, f"the request head did not arrive within {self.limits.head_timeout:g} s")
+            else:
+                self.transport.close()  # nothing was sent at all: no answer is owed
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _abort(self) -> None:
+        """Cut the connection mid-answer: the client sees it broken, never a complete-looking response."""
+        # Marked now, not when the transport reports the loss (a later loop step, on uvloop later still): an app
+        # returning before then would otherwise make uvicorn log "returned without completing response" (ERROR).
+        for cycle in (self.cycle, *(queued for queued, _app in self.pipeline)):
+            if cycle is not None:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        self.transport.abort()
+
+
+def protocol_for(limits: HeadLimits) -> type[OcpiHttpToolsProtocol]:
+    """The protocol class uvicorn instantiates, bound to these limits."""
+    return type("BoundOcpiHttpToolsProtocol", (OcpiHttpToolsProtocol,), {"limits": limits})
