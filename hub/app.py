@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from config.settings import Settings
 from hub import background, logs
+from hub.admin import AdminListener, admin_app
 from hub.clientinfo import ClientInfoService
 from hub.control import ControlPlane, Services
 from hub.credentials import CredentialsService
@@ -43,6 +44,8 @@ class HubApp:
         self.services: Services | None = None
         self.proxy: Proxy | None = None
         self.control = ControlPlane(self.identity, lambda: self.services)
+        #: The admin listener's port once started (``--admin-port 0`` picks a free one).
+        self.admin_port: int | None = None
 
     @property
     def runtime(self) -> Runtime | None:
@@ -70,16 +73,20 @@ class HubApp:
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         """The ASGI lifespan protocol around ``running()``."""
         await receive()  # lifespan.startup
-        async with self.running() as started:
-            if not started:
-                await send({"type": "lifespan.startup.failed", "message": "the hub could not start"})
-                return
-            await send({"type": "lifespan.startup.complete"})
-            await receive()  # lifespan.shutdown: the server has stopped accepting and finished its requests
+        try:
+            running = self.running()
+            await running.__aenter__()
+        except OSError as exc:  # e.g. the admin port is taken: one clear line, the server exits
+            log.error("the hub could not start: %s", exc)
+            await send({"type": "lifespan.startup.failed", "message": f"the hub could not start: {exc}"})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown: the server has stopped accepting and finished its requests
+        await running.__aexit__(None, None, None)
         await send({"type": "lifespan.shutdown.complete"})
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[bool]:
+    async def running(self) -> AsyncIterator[None]:
         settings = self.settings
         registry = self.metrics_registry or CollectorRegistry()
         async with open_runtime(settings, registry) as rt:
@@ -93,7 +100,7 @@ class HubApp:
                 await rt.store.ensure_relay_key()
             except REGISTRY_ERRORS as exc:
                 log.warning("registry not reachable at start-up; retrying in the background: %s", exc)
-            rt.tasks.spawn("snapshot", rt.holder.run())
+            rt.tasks.supervise("snapshot", rt.holder.run, rt.metrics.restarts_of)
             background.start(rt, clientinfo)
             relays = Relays(
                 lambda: rt.holder.table,
@@ -104,10 +111,22 @@ class HubApp:
             )
             self.proxy = Proxy(rt, relays)
             self.services = Services(rt, credentials, clientinfo)
-            log.info("hub ready", extra={"event": "start", "public_url": settings.base_url})
+            admin = AdminListener(
+                admin_app(self.control, lambda: self.services, settings.admin_token),
+                settings.admin_host or settings.host,
+                settings.admin_port,
+            )
+            admin.start(rt.tasks.spawn)
+            self.admin_port = admin.port
+            log.info(
+                "hub started",
+                extra={"event": "start", "public_url": settings.base_url, "admin_port": admin.port},
+            )
+            logs.flush()  # written at once: operators and scripts wait for this line
             try:
-                yield True
+                yield
             finally:
+                await admin.stop()
                 # Servers stop accepting and finish in-flight requests before the lifespan ends; fan-outs
                 # already accepted get the drain time to finish (they were promised to the sender).
                 await rt.tasks.drain("broadcast:", settings.drain_time)

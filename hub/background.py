@@ -32,8 +32,9 @@ PROBE_CONCURRENCY = 16
 
 
 def start(rt: Runtime, clientinfo: ClientInfoService) -> None:
-    rt.tasks.spawn("seen-flush", _flush_loop(rt))
-    rt.tasks.spawn("scheduler", Scheduler(rt, clientinfo).run())
+    rt.tasks.supervise("seen-flush", lambda: _flush_loop(rt), rt.metrics.restarts_of)
+    scheduler = Scheduler(rt, clientinfo)
+    rt.tasks.supervise("scheduler", scheduler.run, rt.metrics.restarts_of)
 
 
 async def flush(rt: Runtime) -> None:
@@ -50,6 +51,7 @@ async def _flush_loop(rt: Runtime) -> None:
     while True:
         await asyncio.sleep(FLUSH_INTERVAL)
         await flush(rt)
+        rt.metrics.refresh(rt.holder, rt.outbound, rt.leader)
         logs.flush()
 
 
@@ -64,27 +66,32 @@ class Scheduler:
         self.tick = min(rt.settings.lease_ttl / 3, max(rt.settings.liveness_interval / 4, 0.05), 1.0)
         #: How often silent parties are looked for: a quarter of the liveness interval, at most every 30 s.
         self.probe_interval = max(min(rt.settings.liveness_interval / 4, 30.0), 0.05)
-        self.leader = False
+        self.rt.leader = False
         self.next_probe = 0.0
         #: A ClientInfo PUT may take at most this: a third of the lease, so one slow party cannot cost it.
         self.push_timeout = min(rt.settings.forward_timeout, rt.settings.lease_ttl / 3)
 
     async def run(self) -> None:
+        failing = False
         try:
             while True:
                 try:
-                    self.leader = await self.rt.store.hold_lease(self.owner, self.ttl_ms)
-                    if self.leader:
+                    self.rt.leader = await self.rt.store.hold_lease(self.owner, self.ttl_ms)
+                    if self.rt.leader:
                         await self._push_changes()
                         if time.monotonic() >= self.next_probe:
                             await self._check_liveness()
                             self.next_probe = time.monotonic() + self.probe_interval
+                    failing = False
                 except REGISTRY_ERRORS as exc:
-                    self.leader = False
-                    log.warning("scheduler: registry unreachable: %s", exc)
+                    self.rt.leader = False
+                    if not failing:  # once per outage, not once per tick
+                        log.warning("scheduler: registry unreachable: %s", exc)
+                    failing = True
                 await asyncio.sleep(self.tick / 2)
         finally:
-            if self.leader:
+            if self.rt.leader:
+                self.rt.leader = False
                 await asyncio.shield(self._release())
 
     async def _release(self) -> None:
@@ -103,11 +110,11 @@ class Scheduler:
             # cursor; a failed push is not retried (transport_and_format §4.4) and the cursor moves on. A
             # holder that dies between a push and its cursor step leaves that one change to be pushed again.
             if not await self.rt.store.hold_lease(self.owner, self.ttl_ms):
-                self.leader = False
+                self.rt.leader = False
                 return
             await self.clientinfo.push(info, timeout=self.push_timeout)
             if not await self.rt.store.advance_cursor(self.owner, entry_id, self.ttl_ms):
-                self.leader = False  # lost the lease mid-way: the new holder continues from the cursor
+                self.rt.leader = False  # lost the lease mid-way: the new holder continues from the cursor
                 return
 
     async def _check_liveness(self) -> None:

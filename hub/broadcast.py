@@ -63,7 +63,7 @@ class Broadcaster:
         common = [kv for kv in passthrough if kv[0] not in h.ROUTING_HEADERS and kv[0] != h.X_CORRELATION_ID]
         common += [*self.hub_from, (h.X_CORRELATION_ID, correlation_id)]
         push = Push(module, method, suffix, query, body, correlation_id, common)
-        self.rt.metrics.broadcasts.labels(module.value).inc()
+        self.rt.metrics.broadcasts[module.value].inc()
         self.rt.tasks.spawn(f"broadcast:{next(_sequence)}", self._fan_out(decision, push))
 
     async def _fan_out(self, decision: Broadcast, push: Push) -> None:

@@ -25,7 +25,6 @@ from hub.credentials import CredentialsService
 from hub.envelope import envelope, render_error
 from hub.identity import HubIdentity
 from hub.ids import new_request_id
-from hub.metrics import exposition
 from hub.runtime import Runtime
 from routing import errors
 from routing import headers as h
@@ -55,7 +54,6 @@ class ControlPlane:
         routes += [
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
-            Route("/metrics", self.metrics, methods=["GET"]),
         ]
         self.app = Starlette(
             routes=routes, exception_handlers={HTTPException: self._http_exception, Exception: self._unexpected}
@@ -173,11 +171,6 @@ class ControlPlane:
             "snapshot_version": holder.table.version if holder is not None else None,
         }
         return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type=_JSON)
-
-    async def metrics(self, _request: Request) -> Response:
-        rt = self._services().runtime
-        content, content_type = exposition(rt.metrics, rt.holder, rt.outbound)
-        return Response(content, media_type=content_type)
 
     async def _http_exception(self, request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500

@@ -37,6 +37,8 @@ class Runtime:
     base_url: str
     #: platform id → epoch seconds of its last request; flushed to Redis by the liveness task.
     seen: dict[str, float] = field(default_factory=dict)
+    #: Whether this process holds the scheduler lease (Hub Client Info pushes, liveness checks).
+    leader: bool = False
 
 
 @asynccontextmanager

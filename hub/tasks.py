@@ -1,19 +1,26 @@
 """Background work of a hub process: the only place tasks are started.
 
-Owns: strong references to running tasks, logging their failures, cancelling long-running ones and draining
-bounded ones (broadcast fan-outs) on shutdown. Must not: run request logic.
+Owns: strong references to running tasks, logging their failures, restarting the long-lived loops that fail
+(``supervise``: no background task ends silently), cancelling long-running ones and draining bounded ones
+(broadcast fan-outs) on shutdown, and ``gather_limited``. Must not: run request logic.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Final, TypeVar
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+#: Pauses before a failed background loop runs again.
+RESTART_PAUSE: Final = 0.5
+MAX_RESTART_PAUSE: Final = 30.0
+#: A loop that ran this long before failing starts again after the shortest pause.
+HEALTHY_RUN: Final = 60.0
 
 
 class Tasks:
@@ -27,6 +34,34 @@ class Tasks:
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task
+
+    def supervise(
+        self,
+        name: str,
+        factory: Callable[[], Coroutine[Any, Any, None]],
+        on_restart: Callable[[str], None] | None = None,
+    ) -> asyncio.Task[Any]:
+        """Run a long-lived loop that must never end: when it fails (or returns), log it, count it and start it
+        again after a growing pause (0.5 s doubling to 30 s; back to 0.5 s after a minute of good health)."""
+
+        async def keep_running() -> None:
+            loop = asyncio.get_running_loop()
+            pause = RESTART_PAUSE
+            while True:
+                started = loop.time()
+                try:
+                    await factory()
+                    log.error("background task %s returned; starting it again", name)
+                except Exception:
+                    log.exception("background task %s failed; starting it again in %.1f s", name, pause)
+                if on_restart is not None:
+                    on_restart(name)
+                if loop.time() - started > HEALTHY_RUN:
+                    pause = RESTART_PAUSE
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_RESTART_PAUSE)
+
+        return self.spawn(name, keep_running())
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -1,7 +1,10 @@
 """Each hub process's routing snapshot: built from Redis, swapped as one reference, refreshed on change.
 
 Owns: turning registry records into ``routing.table.RoutingTable`` and keeping it fresh — pub/sub notices for
-speed, a version poll as the safety net (a notice lost on reconnect is caught within one poll interval).
+speed, a version poll as the safety net (a notice lost on reconnect is caught within one poll interval) — and
+surviving the registry's bad days: while Redis is unreachable the last table keeps routing and reconnection is
+tried every few seconds; a registry that comes back empty or older is taken as the truth after a full reload; a
+record that cannot be read is left out, counted and logged instead of stopping every later change.
 Must not: be awaited by a request; the hot path only reads ``holder.table``.
 """
 
@@ -11,11 +14,10 @@ import asyncio
 import gc
 import logging
 import time
-
-from redis.exceptions import RedisError
+from typing import Final
 
 from registry.codec import RELAY_KEYS_NOTICE, PlatformRecord, decode_platform
-from registry.store import PartyStore
+from registry.store import REGISTRY_ERRORS, PartyStore
 from routing.datetimes import parse_datetime
 from routing.headers import authorization_value
 from routing.model import InterfaceRole, ModuleID, PartyKey, TokenForm
@@ -31,6 +33,10 @@ THREADED_RELOAD = 2_000
 RELOAD_BATCH = 2_000
 #: Change notices taken in one go before the snapshot is patched.
 MAX_BATCH = 512
+#: Longest wait between reconnection attempts: a registry that is back is seen within this.
+MAX_BACKOFF = 2.0
+#: Seconds between "registry unreachable" warnings during an outage.
+WARN_INTERVAL = 30.0
 #: One shared (module, role) key object per pair instead of a new tuple per endpoint of every platform.
 _KEYS = {(m.value, r.value): (m, r) for m in ModuleID for r in InterfaceRole}
 
@@ -56,14 +62,29 @@ def build_platform(record: PlatformRecord) -> Platform:
     )
 
 
-def build_batch(raws: list[bytes]) -> dict[str, Platform]:
-    """Stored platform records (raw JSON) → routing platforms by id: the work of a full reload."""
+#: What a record that cannot be decoded or built raises (a defect or a hand-edited key): skipped, not fatal.
+RECORD_ERRORS: Final = (ValueError, KeyError, TypeError, AttributeError)
+
+
+def build_batch(raws: list[bytes], skipped: list[str] | None = None) -> dict[str, Platform]:
+    """Stored platform records (raw JSON) → routing platforms by id: the work of a full reload.
+
+    A record that cannot be decoded or built is left out (noted in ``skipped``): one bad record must not freeze
+    routing for every other platform."""
     # Building allocates one object graph that lives until the next reload; collecting garbage in the
     # middle of it only walks that graph again and again (most of a large reload's time).
     gc.disable()
     try:
-        platforms = (build_platform(decode_platform(raw)) for raw in raws)
-        return {p.id: p for p in platforms}
+        platforms: dict[str, Platform] = {}
+        for raw in raws:
+            try:
+                platform = build_platform(decode_platform(raw))
+            except RECORD_ERRORS as exc:
+                if skipped is not None:
+                    skipped.append(f"{type(exc).__name__}: {exc}"[:200])
+                continue
+            platforms[platform.id] = platform
+        return platforms
     finally:
         gc.enable()
 
@@ -83,9 +104,15 @@ class SnapshotHolder:
         self.table = RoutingTable.empty(hub)
         self.loaded = False
         self.loaded_at = 0.0
+        #: Whether the last contact with Redis worked, and when this process last knew its table to be current
+        #: (moves with every successful poll, so a quiet registry does not look stale).
         self.reachable = False
+        self.synced_at = 0.0
         #: True while ``run()`` keeps the table fresh (readiness: a process whose refresh loop died is not ready).
         self.refreshing = False
+        #: Records left out of the table because they could not be decoded (counted for the metrics).
+        self.skipped_records = 0
+        self._warned_at = 0.0
 
     async def reload(self) -> None:
         """Rebuild the whole table from Redis, a batch of platforms at a time.
@@ -93,18 +120,32 @@ class SnapshotHolder:
         Labelled with the version read before the scan: changes made during it arrive as notices with higher
         versions and are patched in after (a record read in its newer state is simply patched again).
         """
+        started_at = self.table.version
         version = await self.store.version()
-        if version < self.table.version:
-            return  # a newer table was patched in meanwhile
+        # A registry whose version is below the table's went backwards (restarted empty, or restored from an
+        # older dump): it is the truth now, so removed parties stop routing and new ones can register.
+        regressed = version < started_at
         # Large registries take seconds to decode and build: off the event loop, so requests keep being served.
         threaded = await self.store.platform_count() > THREADED_RELOAD
         platforms: dict[str, Platform] = {}
+        skipped: list[str] = []
         async for raws in self.store.scan_platforms(RELOAD_BATCH):
-            built = await asyncio.to_thread(build_batch, raws) if threaded else build_batch(raws)
+            built = await asyncio.to_thread(build_batch, raws, skipped) if threaded else build_batch(raws, skipped)
             platforms.update(built)
         signing = await self.store.relay_keys()
-        if version < self.table.version:
-            return
+        if skipped:
+            self.skipped_records += len(skipped)
+            log.error(
+                "registry records that cannot be read were left out of the routing snapshot",
+                extra={"fields": {"count": len(skipped), "first": skipped[0]}},
+            )
+        if self.table.version != started_at:
+            return  # a newer table was patched in meanwhile: its notices carry what this read would add
+        if regressed:
+            log.warning(
+                "the registry's version went backwards: taking it as the truth",
+                extra={"fields": {"was": started_at, "now": version}},
+            )
         self._swap(RoutingTable.build(version, self.hub, platforms, signing))
         log.debug("snapshot version %d loaded (%d platforms)", version, len(platforms))
 
@@ -124,27 +165,51 @@ class SnapshotHolder:
             await self.reload()
             return
         platform_ids = sorted({pid for _, pid in fresh if pid != RELAY_KEYS_NOTICE})
-        _, records = await self.store.platforms_at(platform_ids) if platform_ids else (current, {})
+        try:
+            _, records = await self.store.platforms_at(platform_ids) if platform_ids else (current, {})
+            changed = {pid: (None if record is None else build_platform(record)) for pid, record in records.items()}
+        except RECORD_ERRORS:
+            await self.reload()  # leaves the unreadable record out, logs and counts it
+            return
         keys_changed = any(pid == RELAY_KEYS_NOTICE for _, pid in fresh)
         signing = await self.store.relay_keys() if keys_changed else None
         if self.table.version != current:
             return  # replaced meanwhile (a reload); the notices will be judged against it next time
-        changed = {pid: (None if record is None else build_platform(record)) for pid, record in records.items()}
         table = self.table.patched(versions[-1], changed)
         self._swap(table if signing is None else table.with_signing(versions[-1], signing))
 
     async def apply_own(self, platform_id: str) -> None:
-        """This process's own write, visible to its next request at once (when it is the next version)."""
-        version, records = await self.store.platforms_at([platform_id])
-        if version == self.table.version + 1:
-            record = records[platform_id]
-            self._swap(self.table.patched(version, {platform_id: None if record is None else build_platform(record)}))
+        """This process's own write, visible to its next request at once (when it is the next version).
+
+        Best effort: the write is committed already, so a failure here only means the change arrives by its
+        notice a moment later — it must never turn a completed registration into an error answer."""
+        try:
+            version, records = await self.store.platforms_at([platform_id])
+            if version == self.table.version + 1:
+                record = records[platform_id]
+                built = None if record is None else build_platform(record)
+                self._swap(self.table.patched(version, {platform_id: built}))
+        except (*REGISTRY_ERRORS, *RECORD_ERRORS) as exc:
+            log.warning("own change not applied at once (its notice will bring it): %s", exc)
 
     def _swap(self, table: RoutingTable) -> None:
         self.table = table
         self.loaded = True
-        self.reachable = True
+        self._synced()
         self.loaded_at = time.time()
+
+    def _synced(self) -> None:
+        if not self.reachable and self.loaded:
+            log.info("registry reachable again", extra={"fields": {"snapshot_version": self.table.version}})
+        self.reachable = True
+        self.synced_at = time.time()
+
+    def _unreachable(self, exc: BaseException) -> None:
+        self.reachable = False
+        # One warning per half minute: an outage must not flood the log with a line per retry.
+        if time.monotonic() - self._warned_at >= WARN_INTERVAL:
+            self._warned_at = time.monotonic()
+            log.warning("registry unreachable, routing from snapshot version %d: %s", self.table.version, exc)
 
     async def run(self) -> None:
         self.refreshing = True
@@ -162,6 +227,7 @@ class SnapshotHolder:
                 # Subscribed first, then compared: a change made in between is in the table or in a notice.
                 if not self.loaded or await self.store.version() != self.table.version:
                     await self.reload()
+                self._synced()
                 backoff = 0.1
                 while True:
                     notices: list[tuple[str, int]] = []
@@ -182,10 +248,10 @@ class SnapshotHolder:
                         await self.apply_notices(notices)
                     elif await self.store.version() != self.table.version:
                         await self.reload()
-            except (RedisError, OSError) as exc:
-                self.reachable = False
-                log.warning("registry unreachable, keeping snapshot version %d: %s", self.table.version, exc)
+                    self._synced()
+            except REGISTRY_ERRORS as exc:
+                self._unreachable(exc)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_BACKOFF)
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py

@@ -70,6 +70,7 @@ def test_settings(redis_url: str, keys: RegistryKeys) -> Callable[..., Settings]
             drain_time=5.0,
             # Every fake party lives on loopback, which party URLs may not reach by default (SSRF policy).
             allow_party_networks=LOOPBACK_NETWORKS,
+            admin_port=0,  # a free port per hub (RunningHub.admin_url)
         )
         return dataclasses.replace(base, **overrides)
 

@@ -164,7 +164,7 @@ def parse_metrics(text: str) -> Samples:
 async def scrape(hub: HubProcess) -> Samples:
     """One GET /metrics on a new connection (with several workers, any of them may answer)."""
     async with httpx.AsyncClient(timeout=10) as fresh:
-        reply = await fresh.get(hub.url("/metrics"))
+        reply = await fresh.get(hub.admin_url("/metrics"))
     assert reply.status_code == 200, reply.text
     return parse_metrics(reply.text)
 
@@ -302,7 +302,7 @@ async def test_metrics_add_up_exactly_after_real_traffic(
 
                 async def every_worker_synced() -> bool:
                     await scrape(hub)
-                    seen = per_worker(directory, "gauge_max", "ocpihub_registry_snapshot_version")
+                    seen = per_worker(directory, "gauge_livemin", "ocpihub_registry_snapshot_version")
                     return len(seen) >= workers and all(v >= version for v in seen.values())
 
                 await poll(every_worker_synced, 10.0, "every worker to load the registrations", interval=0.01)

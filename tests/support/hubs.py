@@ -32,6 +32,11 @@ class RunningHub:
     def url(self, path: str) -> str:
         return self.base_url + path
 
+    def admin_url(self, path: str) -> str:
+        """A URL on the hub's admin listener (/metrics, the operator's page)."""
+        assert self.app.admin_port is not None, "the hub has not started"
+        return f"http://127.0.0.1:{self.app.admin_port}{path}"
+
     async def synced(self, store: PartyStore) -> None:
         """Wait (bounded) until this hub's routing snapshot has every registry change made so far."""
         version = await store.version()

@@ -150,6 +150,15 @@ class HubProcess:
     def url(self, path: str) -> str:
         return self.base_url + path
 
+    def admin_url(self, path: str) -> str:
+        """A URL on the admin listener of one of the hub's workers (its port is in the "hub started" line)."""
+        for line in self.log.read_text(errors="replace").splitlines():
+            if '"hub started"' in line:
+                port = json.loads(line).get("admin_port")
+                if isinstance(port, int):
+                    return f"http://127.0.0.1:{port}{path}"
+        raise AssertionError(f"the hub on port {self.port} logged no admin port:\n{self.log_tail()}")
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
