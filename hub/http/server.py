@@ -11,9 +11,9 @@ Owns, for every client connection under ``--server uvicorn``:
 - gathering the writes of one response into one system call (uvicorn writes head and body separately; the hub
   answers with both in the same event-loop step; measured: benchmarks/RESULTS.md).
 It builds on uvicorn internals (``on_message_begin``/``on_url``/``on_header``/``on_headers_complete``,
-``send_400_response``, ``url``, ``scope``, ``connections``, ``server_state``, ``cycle``/``pipeline`` and a cycle's
-``disconnected``/``message_event``); pyproject bounds uvicorn to the tested range and
-tests/unit/hub/http/test_server_contract.py fails loudly if a uvicorn release moves them.
+``on_response_complete``, ``send_400_response``, ``url``, ``scope``, ``connections``, ``server_state``,
+``cycle``/``pipeline`` and a cycle's ``response_complete``/``disconnected``/``message_event``); pyproject bounds
+uvicorn to the tested range and tests/unit/hub/http/test_server_contract.py fails loudly if a release moves them.
 Must not: change how requests are parsed or what is written once a request is accepted.
 """
 
@@ -33,6 +33,9 @@ _REASONS: Final = {
     431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
 }
+#: The OCPI status_code of each refusal (status_codes §5): a malformed or oversized head is 2001 (invalid
+#: parameters), a head too slow to arrive the client's fault too (2000), a full hub the hub's (3000).
+_OCPI_STATUS: Final = {400: 2001, 408: 2000, 431: 2001, 503: 3000}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,7 @@ class OcpiHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self.transport = CorkedTransport(transport, self.loop)  # type: ignore[assignment]  # same interface
         self._refusal: tuple[int, str] | None = None
+        self._deferred = False  # a refusal waiting for the answers to earlier requests on this connection
         #: Bytes of the current head: counted off the wire before parsing, and from the parsed parts.
         self._head_bytes = 0
         self._head_size = 0
@@ -184,6 +188,12 @@ class OcpiHttpToolsProtocol(HttpToolsProtocol):
         extensions["ocpihub.abort"] = self._abort
         super().on_headers_complete()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._deferred and not self._answering() and self._refusal is not None:
+            self._deferred = False
+            self._refuse(*self._refusal)
+
     def send_400_response(self, msg: str) -> None:
         if self._refusal is not None:
             status, message = self._refusal
@@ -194,11 +204,22 @@ class OcpiHttpToolsProtocol(HttpToolsProtocol):
 
     # -- refusals ------------------------------------------------------------------------------------------------
 
+    def _answering(self) -> bool:
+        """An earlier request on this connection is still being answered (or queued behind one: pipelining)."""
+        cycle = self.cycle
+        return (cycle is not None and not cycle.response_complete) or bool(self.pipeline)
+
     def _refuse(self, status: int, message: str) -> None:
-        """Answer with an OCPI envelope (status_code 2001) and close; nothing of the request reaches the app."""
+        """Answer with an OCPI envelope and close; nothing of the request reaches the app.
+
+        Behind a pipelined request still being answered, the refusal waits for that answer to be complete
+        (on_response_complete) rather than cutting it off; what the client sends meanwhile is dropped."""
         self._refusal = (status, message)
         self._stop_head_timer()
-        body = envelope(2001 if status in (400, 431) else 3000, message)
+        if self._answering():
+            self._deferred = True
+            return
+        body = envelope(_OCPI_STATUS[status], message)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
