@@ -25,18 +25,29 @@ def bound_socket() -> socket.socket:
 
 @asynccontextmanager
 async def serve(
-    app: ASGIApp, sock: socket.socket | None = None, lifespan: Literal["on", "off"] = "on", ocpi_parser: bool = False
+    app: ASGIApp,
+    sock: socket.socket | None = None,
+    lifespan: Literal["on", "off"] = "on",
+    ocpi_parser: bool = False,
+    http_protocol: type[asyncio.Protocol] | None = None,
 ) -> AsyncIterator[int]:
-    """Serve ``app`` until the block ends; yields the port."""
+    """Serve ``app`` until the block ends; yields the port.
+
+    The HTTP protocol is ``http_protocol`` when given (e.g. ``protocol_for(HeadLimits(...))``), else the hub's
+    protocol with default limits when ``ocpi_parser``, else uvicorn's own. The server runs on the test's event loop,
+    whatever kind it is (uvicorn's ``loop`` setting only matters when uvicorn creates the loop itself)."""
     sock = sock or bound_socket()
     port: int = sock.getsockname()[1]
+    protocol: type[asyncio.Protocol] | Literal["httptools"] = http_protocol or (
+        OcpiHttpToolsProtocol if ocpi_parser else "httptools"
+    )
     config = uvicorn.Config(
         app,
         lifespan=lifespan,
         log_config=None,
         access_log=False,
         loop="asyncio",
-        http=OcpiHttpToolsProtocol if ocpi_parser else "httptools",
+        http=protocol,
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
