@@ -156,8 +156,8 @@ class Pool:
                     raise
             if self.open < self.limit:
                 self.budget.evict_idle()  # the process-wide cap is reached: make room from an idle connection
-            # Woken but nothing free after all (rare: a newcomer took a slot while no one else queued): wait again
-            # at the head of the line, where this request already was.
+            # Nothing free: wait at the head of the line, which is where this request is — no one queued when it
+            # came, or it was woken and a newcomer took the slot meanwhile (possible only while no one else queued).
             await self._wait_turn(sender, again=True)
 
     async def _wait_turn(self, sender: str, again: bool = False) -> None:
