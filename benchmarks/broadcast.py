@@ -3,8 +3,9 @@
 Measures: how fast a hub process sends the copies of broadcast pushes. One CPO sends K PUTs addressed to the hub
 itself (OCPI-to ZZ/HUB, ``PUT /ocpi/2.2.1/receiver/locations/NL/CPO/LOC1`` with a 1.5 KB Location); each is
 accepted at once and fanned out to 100 eMSP parties. Deliveries/s = K x 100 / the time from the first PUT
-until the hub's ``ocpihub_broadcast_deliveries_total{module="locations"}`` (scraped from ``/metrics`` every
-10 ms over one keep-alive connection) has counted every copy. Also the hub's CPU seconds over that window
+until the hub's ``ocpihub_broadcast_deliveries_total{module="locations"}`` (scraped from ``/metrics`` on the
+admin listener, ``--admin-port`` on a free port, every 10 ms over one keep-alive connection) has counted every
+copy. Also the hub's CPU seconds over that window
 (psutil), per copy; they include the scrapes and accepting the K pushes.
 
 How: a private redis-server (``tests.support.redis_server.running_redis``); the fast stub party
@@ -126,12 +127,12 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-async def fan_out(base: str, hub_pid: int, cpo: FakeParty, pushes: int) -> dict[str, object]:
-    """Send ``pushes`` broadcast PUTs and time until every copy is counted."""
+async def fan_out(base: str, admin: str, hub_pid: int, cpo: FakeParty, pushes: int) -> dict[str, object]:
+    """Send ``pushes`` broadcast PUTs to ``base`` and time until every copy is counted on ``admin``'s /metrics."""
     headers = cpo.headers_to(("ZZ", "HUB"))
     headers["Content-Type"] = "application/json"
     async with httpx.AsyncClient(timeout=30) as sender, httpx.AsyncClient(timeout=30) as scraper:
-        before = await deliveries(scraper, base)
+        before = await deliveries(scraper, admin)
         target = sum(before.values()) + pushes * RECIPIENTS
         cpu_before = cpu_seconds(hub_pid)
         started = time.perf_counter()
@@ -143,7 +144,7 @@ async def fan_out(base: str, hub_pid: int, cpo: FakeParty, pushes: int) -> dict[
         accepted = time.perf_counter() - started
         scrapes = 0
         while True:
-            counts = await deliveries(scraper, base)
+            counts = await deliveries(scraper, admin)
             scrapes += 1
             if sum(counts.values()) >= target:
                 break
@@ -178,7 +179,10 @@ async def run_async(smoke: bool) -> dict[str, object]:
         store = PartyStore(redis, RegistryKeys(prefix))
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        env = hub_env(key_prefix=prefix)
+        admin_port = free_port()
+        admin = f"http://127.0.0.1:{admin_port}"
+        # /metrics is served on the admin listener only (every worker shares its port with SO_REUSEPORT).
+        env = hub_env(key_prefix=prefix, admin_port=str(admin_port))
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         hub = ocpi_hub_executable()
         args = ("--redis-url", url, "--port", str(port), "--workers", str(WORKERS), "--log-level", "warning")
@@ -192,7 +196,7 @@ async def run_async(smoke: bool) -> dict[str, object]:
                     await _register(store, base, cpo)
                     await _register(store, base, emsps)
                     settled = await _settled(cpo, emsps)
-                    figures = await fan_out(base, child.pid, cpo, pushes)
+                    figures = await fan_out(base, admin, child.pid, cpo, pushes)
         finally:
             async for key in redis.scan_iter(match="{" + prefix.rstrip(":") + "}:*"):
                 await redis.delete(key)
