@@ -39,6 +39,7 @@ from redis.asyncio import Redis
 
 from benchmarks.stub_party import LOCATION
 from benchmarks.topology import process, stub, wait_http
+from registry.audit import Actor
 from registry.keys import RegistryKeys
 from registry.store import PartyStore
 from routing.model import PartyRole
@@ -46,6 +47,9 @@ from tests.support.fake_party import FakeParty, token_header
 from tests.support.processes import hub_env, ocpi_hub_executable
 from tests.support.redis_server import free_port, running_redis
 from tests.support.servers import serve
+
+#: Who the test's registry changes are made by (audit events name an actor).
+TEST_ACTOR = Actor.cli("test", "localhost")
 
 RECIPIENTS: Final = 100
 WORKERS: Final = 1
@@ -82,7 +86,7 @@ async def running(party: FakeParty) -> AsyncIterator[FakeParty]:
 async def _register(store: PartyStore, base: str, party: FakeParty) -> None:
     """Declare the platform (as ``ocpi-hub registry add`` does) and let it register itself."""
     roles = [PartyRole.parse(f"{cc}:{pid}:{role}") for cc, pid, role in party.roles]
-    _, token_a = await store.declare(roles, party.name)
+    _, token_a = await store.declare(roles, party.name, actor=TEST_ACTOR)
     await _accepted(base, token_a)
     reply = await party.register(base + "/ocpi/versions", token_a)
     if reply.status_code != 200 or reply.json().get("status_code") != 1000:

@@ -58,6 +58,7 @@ from benchmarks.micro import (
     synthetic_registry,
 )
 from benchmarks.topology import process
+from registry.audit import Actor
 from registry.codec import PlatformRecord
 from registry.keys import RegistryKeys
 from registry.snapshot import RELOAD_BATCH, build_batch
@@ -67,6 +68,9 @@ from routing.model import PartyKey, PartyRole, Role
 from routing.table import MAX_CACHED_CALLERS, Platform, RoutingTable
 from tests.support.processes import hub_env, ocpi_hub_executable
 from tests.support.redis_server import free_port, running_redis
+
+#: Who the test's registry changes are made by (audit events name an actor).
+TEST_ACTOR = Actor.cli("test", "localhost")
 
 SIZES: Final = (10, 1_000, 10_000, 100_000)
 SMOKE_SIZES: Final = (10, 1_000)
@@ -283,7 +287,7 @@ async def propagation(url: str, registry: SyntheticRegistry, raws: list[bytes], 
             result["hub_ready_s"] = round(time.perf_counter() - started, 3)
             result["worker_rss_mb_ready"] = _worker_rss_mb(child.pid)
             started = time.perf_counter()
-            _, token_a = await store.declare([NEW_PARTY], "scale-probe")
+            _, token_a = await store.declare([NEW_PARTY], "scale-probe", actor=TEST_ACTOR)
             declared = time.perf_counter()
             result["declare_s"] = round(declared - started, 4)
             result.update(await _poll_until_everywhere(port, authorization(token_a), declared, timeout))

@@ -133,6 +133,9 @@ class Settings:
         0.25, "Seconds between registry version checks (pub/sub is the fast path).", positive=True
     )
     broadcast_concurrency: int = _setting(64, "Deliveries of one broadcast in flight at once.", positive=True)
+    get_all_limit: int = _setting(
+        500, "Most objects a page of GET All via Hub holds (X-Limit; at most 1000).", positive=True
+    )
     lease_ttl: float = _setting(10.0, "Seconds the scheduler lease lives without renewal.", positive=True)
     allow_party_networks: tuple[str, ...] = _setting(
         (),
@@ -259,6 +262,9 @@ def _check(values: dict[str, Any], problems: list[str]) -> None:
             problems.append(f"{name}: must be positive")
         elif meta.get("minimum") is not None and value < meta["minimum"]:
             problems.append(f"{name}: must not be below {meta['minimum']:g}")
+    limit = values.get("get_all_limit")
+    if isinstance(limit, int) and limit > 1000:
+        problems.append("get_all_limit: must not be above 1000")
     for name in ("port", "admin_port"):
         port = values.get(name)
         if isinstance(port, int) and port > 65535:

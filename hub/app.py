@@ -101,6 +101,7 @@ class HubApp:
             except REGISTRY_ERRORS as exc:
                 log.warning("registry not reachable at start-up; retrying in the background: %s", exc)
             rt.tasks.supervise("snapshot", rt.holder.run, rt.metrics.restarts_of)
+            rt.tasks.supervise("owner-index", rt.learner.run, rt.metrics.restarts_of)
             background.start(rt, clientinfo)
             relays = Relays(
                 lambda: rt.holder.table,
@@ -131,6 +132,7 @@ class HubApp:
                 # already accepted get the drain time to finish (they were promised to the sender).
                 await rt.tasks.drain("broadcast:", settings.drain_time)
                 await background.flush(rt)
+                await rt.learner.flush()
                 await rt.tasks.cancel_all()
                 self.proxy = None
                 self.services = None

@@ -1,6 +1,7 @@
 """Broadcast push fan-out (transport_and_format §4.1.8.3): one accepted push, a copy to every recipient.
 
-Owns: sending the copies concurrently (bounded), each with OCPI-from = hub, OCPI-to = the recipient, a new
+Owns: applying the push to the hub's store of broadcast data (hub/holdings.py), then sending the copies
+concurrently (bounded), each with OCPI-from = hub, OCPI-to = the recipient, a new
 X-Request-ID and the sender's X-Correlation-ID, the body byte for byte and the owner's URL path unchanged;
 logging and counting each recipient's outcome. Recipients' errors never reach the sender (status_codes §5.4)
 and nothing is queued or retried (§4.4).
@@ -67,6 +68,9 @@ class Broadcaster:
         self.rt.tasks.spawn(f"broadcast:{next(_sequence)}", self._fan_out(decision, push))
 
     async def _fan_out(self, decision: Broadcast, push: Push) -> None:
+        # The hub keeps what is broadcast to it (ocpi/ocpi #508: for GET All via Hub), then passes it on.
+        outcome = await self.rt.holdings.apply(push.module, push.method, push.suffix, push.query, push.body)
+        self.rt.metrics.store_pushes[(push.module.value, outcome.value if outcome is not None else "error")].inc()
         jobs = [self._deliver(recipient, push) for recipient in decision.recipients]
         await gather_limited(self.rt.settings.broadcast_concurrency, jobs)
 

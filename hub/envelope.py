@@ -31,6 +31,7 @@ HTTP_STATUS: Final[Mapping[type[errors.OcpiError], int]] = {
     errors.UnauthorizedError: 401,
     errors.ForbiddenError: 403,
     errors.NotFoundError: 404,
+    errors.UnknownObjectError: 404,
     errors.MethodNotAllowedError: 405,
     errors.ServerError: 500,
     errors.ClientApiError: 200,
@@ -56,6 +57,21 @@ def envelope(status_code: int, message: str | None = None, data: Any = _MISSING)
         body["status_message"] = message
     body["timestamp"] = now_text()
     return orjson.dumps(body)
+
+
+def envelope_json(data: bytes, status_code: int = 1000) -> bytes:
+    """A success envelope around ``data`` that is JSON already (stored objects go out byte for byte)."""
+    return b"".join(
+        (
+            b'{"data":',
+            data,
+            b',"status_code":',
+            str(status_code).encode(),
+            b',"timestamp":"',
+            now_text().encode(),
+            b'"}',
+        )
+    )
 
 
 def http_status(error: errors.OcpiError) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from routing.model import FUNCTIONAL_MODULES, InterfaceRole, ModuleID, PartyKey, Role
-from routing.paths import CREDENTIALS_PATH, DETAILS_PATH, HUBCLIENTINFO_PATH, VERSION, VERSIONS_PATH, module_path
+from routing.paths import CREDENTIALS_PATH, DETAILS_PATH, HUBCLIENTINFO_PATH, VERSION, VERSIONS_PATH, module_url_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +48,20 @@ class HubIdentity:
         """Version details: each (module, interface role) at its own URL, so no path is ambiguous (digest §5.4)."""
         endpoints = [
             # The role of the credentials endpoint is irrelevant; publish SENDER (versions §6.2.2 NOTE).
-            {"identifier": ModuleID.CREDENTIALS.value, "role": "SENDER", "url": self.base_url + CREDENTIALS_PATH},
-            {"identifier": ModuleID.HUBCLIENTINFO.value, "role": "SENDER", "url": self.base_url + HUBCLIENTINFO_PATH},
+            {"identifier": ModuleID.CREDENTIALS.value, "role": "SENDER", "url": self.base_url + CREDENTIALS_PATH + "/"},
+            {
+                "identifier": ModuleID.HUBCLIENTINFO.value,
+                "role": "SENDER",
+                "url": self.base_url + HUBCLIENTINFO_PATH + "/",
+            },
         ]
         for module in FUNCTIONAL_MODULES:
             for role in (InterfaceRole.SENDER, InterfaceRole.RECEIVER):
                 endpoints.append(
-                    {"identifier": module.value, "role": role.value, "url": self.base_url + module_path(module, role)}
+                    {
+                        "identifier": module.value,
+                        "role": role.value,
+                        "url": self.base_url + module_url_path(module, role),
+                    }
                 )
         return {"version": VERSION, "endpoints": endpoints}

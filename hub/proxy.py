@@ -26,10 +26,12 @@ from hub.envelope import envelope, render_error, send_bytes
 from hub.ids import new_request_id
 from hub.relay import Relays
 from hub.runtime import Runtime
+from registry.store import REGISTRY_ERRORS
 from routing import errors
 from routing import headers as h
-from routing.decision import decide, decide_relay
+from routing.decision import GetAll, OpenRoute, StoreGet, decide, decide_relay
 from routing.model import FUNCTIONAL_MODULES, InterfaceRole, ModuleID, PartyKey
+from routing.openroute import Named, destination, learned
 from routing.outcome import Outcome
 from routing.paths import join_url
 from routing.table import Broadcast, Direct
@@ -198,17 +200,82 @@ class Proxy:
         suffix: str,
     ) -> None:
         parsed = self._begin(ex, scope)
-        route = decide(self.rt.holder.table, parsed, module, role, ex.method, suffix, ex)
-        if isinstance(route, Broadcast):
-            await self._broadcast(ex, scope, receive, send, route, parsed, module, suffix)
+        decision = decide(self.rt.holder.table, parsed, module, role, ex.method, suffix, ex)
+        query: bytes = scope["query_string"]
+        if isinstance(decision, Broadcast):
+            await self._broadcast(ex, scope, receive, send, decision, parsed, module, suffix)
+            return
+        if isinstance(decision, GetAll | StoreGet):
+            await self._from_holdings(ex, send, decision, module, suffix, query)
             return
         body = await read_body(receive, parsed.content_length, self.max_body)
-        query: bytes = scope["query_string"]
-        if role is InterfaceRole.RECEIVER and module in CALLBACK_MODULES:
-            body, query = self.relays.rewrite_response_url(ex.method, body, query, route, module)
+        route = decision
+        if isinstance(route, OpenRoute):
+            route = await self._open_route(ex, route, module, role, suffix, query, body)
+        if role is InterfaceRole.RECEIVER:
+            facts = learned(module, role, ex.method, suffix, query, route.to_party or self.rt.hub, body)
+            if facts:
+                self.rt.learner.note(facts)  # written in batches off the hot path
+            if module in CALLBACK_MODULES:
+                body, query = self.relays.rewrite_response_url(ex.method, body, query, route, module)
         out = self._outbound_headers(ex, parsed, route)
         url = join_url(route.endpoint, suffix, query)
         await self._forward(ex, scope, send, route, module, role, url, out, body, query)
+
+    async def _open_route(
+        self,
+        ex: Exchange,
+        decision: OpenRoute,
+        module: ModuleID,
+        role: InterfaceRole,
+        suffix: str,
+        query: bytes,
+        body: bytes,
+    ) -> Direct:
+        """No OCPI-to-*: the receiver is whoever owns what the request addresses (§4.1.8.4, §4.1.8.6 table: the
+        hub adds OCPI-to-*, OCPI-from-* goes unchanged). One owner-index lookup; nothing forwarded when unsure."""
+        found = destination(module, role, ex.method, suffix, query, body)
+        if isinstance(found, Named):
+            party = found.party
+        else:
+            try:
+                owners = await self.rt.holdings.owners.owners(found.kind, found.key)
+            except REGISTRY_ERRORS:
+                raise errors.HubError("the hub cannot look the owner up right now; send OCPI-to-*") from None
+            if not owners:
+                raise errors.UnknownReceiverError(f"no party is known to own {found.kind.value} {found.key}")
+            if len(owners) > 1:
+                named = ", ".join(sorted(map(str, owners)))
+                raise errors.UnknownReceiverError(
+                    f"{found.kind.value} {found.key} is ambiguous (owned by {named}): send OCPI-to-*"
+                )
+            party = next(iter(owners))
+        ex.to_party = party
+        direct = self.rt.holder.table.resolve(decision.caller, decision.sender, party, module, role)
+        return Direct(
+            decision.caller,
+            decision.sender,
+            party,
+            direct.receiver,
+            direct.endpoint,
+            add_to=True,
+            add_from=decision.add_from,
+        )
+
+    async def _from_holdings(
+        self, ex: Exchange, send: Send, decision: GetAll | StoreGet, module: ModuleID, suffix: str, query: bytes
+    ) -> None:
+        """GET addressed to the hub: answered from its store of broadcast data (§4.1.8.5, §4.1.8.7)."""
+        holdings = self.rt.holdings
+        try:
+            if isinstance(decision, GetAll):
+                body, extra = await holdings.page(module, query)
+            else:
+                body, extra = await holdings.one(module, suffix, query), []
+        except REGISTRY_ERRORS:
+            raise errors.HubError("the hub's store is unreachable right now; try again shortly") from None
+        ex.status, ex.ocpi_status = 200, 1000
+        await send_bytes(send, 200, body, [*self._own_headers(ex), *extra])
 
     async def _relay(self, ex: Exchange, scope: Scope, receive: Receive, send: Send, rest: str) -> None:
         parsed = self._begin(ex, scope)
@@ -245,10 +312,11 @@ class Proxy:
         suffix: str,
     ) -> None:
         body = await read_body(receive, parsed.content_length, self.max_body)
-        try:
-            orjson.loads(body)  # the hub answers this push itself: invalid JSON is its 400 (status_codes §5)
-        except orjson.JSONDecodeError:
-            raise errors.MalformedBodyError("the request body is not valid JSON") from None
+        if ex.method != "DELETE" or body:
+            try:
+                orjson.loads(body)  # the hub answers this push itself: invalid JSON is its 400 (status_codes §5)
+            except orjson.JSONDecodeError:
+                raise errors.MalformedBodyError("the request body is not valid JSON") from None
         # The sender gets its answer now; the fan-out runs on (§4.1.8.3 diagram: RESPONSE before the copies).
         ex.status, ex.ocpi_status = 200, 1000
         await send_bytes(

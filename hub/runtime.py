@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 
 from config.settings import Settings
+from hub.holdings import Holdings, OwnerLearner
 from hub.http.client import Outbound
 from hub.http.policy import NetworkPolicy
 from hub.metrics import HubMetrics
 from hub.tasks import Tasks
 from registry.connection import open_redis
 from registry.keys import RegistryKeys
+from registry.objects import ObjectStore
+from registry.owners import OwnerIndex
 from registry.snapshot import SnapshotHolder
 from registry.store import PartyStore
 from routing.model import PartyKey
@@ -35,6 +38,8 @@ class Runtime:
     tasks: Tasks
     hub: PartyKey
     base_url: str
+    holdings: Holdings
+    learner: OwnerLearner
     #: platform id → epoch seconds of its last request; flushed to Redis by the liveness task.
     seen: dict[str, float] = field(default_factory=dict)
     #: Whether this process holds the scheduler lease (Hub Client Info pushes, liveness checks).
@@ -46,7 +51,8 @@ async def open_runtime(settings: Settings, metrics_registry: CollectorRegistry) 
     """The per-process objects, open for the life of the block (Redis, the outbound pools)."""
     async with AsyncExitStack() as stack:
         redis = await stack.enter_async_context(open_redis(settings.redis_url, settings.data_dir))
-        store = PartyStore(redis, RegistryKeys(settings.key_prefix))
+        keys = RegistryKeys(settings.key_prefix)
+        store = PartyStore(redis, keys)
         hub = PartyKey(settings.country_code, settings.party_id)
         outbound = Outbound(
             max_connections=settings.max_connections,
@@ -57,6 +63,12 @@ async def open_runtime(settings: Settings, metrics_registry: CollectorRegistry) 
             max_pending_per_sender=settings.max_pending_per_sender,
         )
         stack.push_async_callback(outbound.close)
+        # The store of broadcast objects and the owner index share one Redis (the registry's, or their own).
+        objects_redis = redis
+        if settings.store_redis_url:
+            objects_redis = await stack.enter_async_context(open_redis(settings.store_redis_url, settings.data_dir))
+        owners = OwnerIndex(objects_redis, keys)
+        holdings = Holdings(ObjectStore(objects_redis, keys), owners, settings.base_url, settings.get_all_limit)
         yield Runtime(
             settings=settings,
             store=store,
@@ -66,4 +78,6 @@ async def open_runtime(settings: Settings, metrics_registry: CollectorRegistry) 
             tasks=Tasks(),
             hub=hub,
             base_url=settings.base_url,
+            holdings=holdings,
+            learner=OwnerLearner(owners),
         )

@@ -37,25 +37,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from enum import StrEnum
+from datetime import timedelta
 from typing import Final
 
 from redis.asyncio import Redis
 
 from registry.keys import RegistryKeys
 from routing.model import PartyKey
+from routing.owners import MAX_KEY_LENGTH, OwnerFact, OwnerKind, index_field, token_key, valid_key
 
-
-class OwnerKind(StrEnum):
-    """What an index key names."""
-
-    TOKEN = "token"  # key: token_key(uid, type); owner: the eMSP (Token.country_code/party_id)
-    LOCATION = "location"  # key: Location.id; owner: the CPO
-    SESSION_CPO = "session_cpo"  # key: Session.id; owner: the CPO that sent it
-    SESSION_EMSP = "session_emsp"  # key: Session.id; owner: the eMSP that received its PUT
-    RESERVATION = "reservation"  # key: ReserveNow.reservation_id; owner: the CPO that received the RESERVE_NOW
+__all__ = ["MAX_KEY_LENGTH", "OwnerFact", "OwnerIndex", "OwnerKind", "index_field", "token_key", "valid_key"]
 
 
 #: Kinds kept until their owner is dropped; the others expire.
@@ -66,8 +57,6 @@ RESERVATION_GRACE: Final = timedelta(hours=48)
 #: No expiring fact is kept longer than this after it was learned.
 EXPIRING_MAX: Final = timedelta(days=30)
 
-#: Keys are CiString(36) ids, for tokens prefixed with the type (``AD_HOC_USER:`` is the longest).
-MAX_KEY_LENGTH: Final = 64
 #: Facts per Lua call in ``learn`` (bounds how long one script holds Redis).
 LEARN_BATCH: Final = 500
 
@@ -143,37 +132,6 @@ for i = 1, #found, 2 do
 end
 return {step[1], removed}
 """
-
-
-def token_key(uid: str, token_type: str) -> str:
-    """The index key of a token: its type and uid (mod_tokens §12.2.1: uid + type name a token)."""
-    return f"{token_type}:{uid}".upper()
-
-
-def index_field(key: str) -> str:
-    """The HASH field of a key: ids are CiStrings and compare case-insensitively (types §16.1)."""
-    return key.upper()
-
-
-def valid_key(key: str) -> bool:
-    return 0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable()
-
-
-@dataclass(frozen=True, slots=True)
-class OwnerFact:
-    """``party`` owns ``key`` of ``kind`` (seen on routed traffic, or on a broadcast object)."""
-
-    kind: OwnerKind
-    key: str
-    party: PartyKey
-    #: Reservations: ReserveNow.expiry_date. Ignored for other kinds.
-    expires_at: datetime | None = None
-
-    def __post_init__(self) -> None:
-        if not valid_key(self.key):
-            raise ValueError(f"owner index key must be 1..{MAX_KEY_LENGTH} printable ASCII characters")
-        if self.expires_at is not None and self.expires_at.tzinfo is None:
-            raise ValueError("expires_at must be an aware datetime")
 
 
 def forget_at(fact: OwnerFact, now: float) -> float | None:

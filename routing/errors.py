@@ -61,6 +61,22 @@ class NotFoundError(ClientError):
     """HTTP 404: no such endpoint or object."""
 
 
+class UnknownObjectError(ClientError):
+    """HTTP 404: a GET of an object the hub holds no copy of (status_codes §5: a GET of a missing resource)."""
+
+
+class UnknownLocationError(UnknownObjectError):
+    """2003 Unknown Location (status_codes §5.2)."""
+
+    ocpi_status = 2003
+
+
+class UnknownTokenError(UnknownObjectError):
+    """2004 Unknown Token (status_codes §5.2)."""
+
+    ocpi_status = 2004
+
+
 class MethodNotAllowedError(ClientError):
     """HTTP 405: e.g. credentials POST by a registered platform (credentials §7.2)."""
 

@@ -31,8 +31,15 @@ _ROUTES: Final = {
 
 
 def module_path(module: ModuleID, role: InterfaceRole) -> str:
-    """The hub's path for one (module, interface role)."""
+    """The hub's path for one (module, interface role), without a trailing slash."""
     return f"{MODULE_PREFIX}{_ROLE_SEGMENT[role]}/{module.value}"
+
+
+def module_url_path(module: ModuleID, role: InterfaceRole) -> str:
+    """The path the hub publishes for one (module, interface role): ending in ``/``, as the spec's own examples
+    publish module URLs, so a party that appends ``{country_code}/{party_id}/{id}`` without a slash still lands
+    right; requests with or without the slash are served alike."""
+    return module_path(module, role) + "/"
 
 
 def match_module(path: str) -> tuple[ModuleID, InterfaceRole, str] | None:
@@ -49,6 +56,9 @@ def match_module(path: str) -> tuple[ModuleID, InterfaceRole, str] | None:
     if route is None:
         return None
     suffix = "" if second < 0 else rest[second:].rstrip("/")
+    if suffix.startswith("//"):
+        # ``locations//NL/...``: a party joined the published URL (ending in "/") with a "/" of its own.
+        suffix = suffix[1:]
     return route[0], route[1], suffix
 
 

@@ -32,8 +32,10 @@ from routing.model import ConnectionStatus, InterfaceRole, ModuleID, PartyKey, P
 #: tariffs yes; sessions and CDRs are party-specific and possibly personal data; commands and charging
 #: profiles address one party by nature).
 BROADCAST_MODULES: Final = frozenset({ModuleID.LOCATIONS, ModuleID.TARIFFS, ModuleID.TOKENS})
-#: Broadcast is push only: GET SHALL NOT be broadcast (§4.1.8.3).
+#: Broadcast is push only: GET SHALL NOT be broadcast (§4.1.8.3). A tariff DELETE is the one push that removes an
+#: object (mod_tariffs §11.2.2.4); the hub carries it too, so receivers and the hub's store stay in step.
 BROADCAST_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+BROADCAST_DELETE: Final = frozenset({ModuleID.TARIFFS})
 #: Who owns the objects of a broadcastable module (each module's "Data owner"; OTHER counts as eMSP-like).
 BROADCAST_OWNERS: Final[Mapping[ModuleID, frozenset[Role]]] = {
     ModuleID.LOCATIONS: frozenset({Role.CPO}),
@@ -278,10 +280,17 @@ class RoutingTable:
             raise ForbiddenError("this platform is suspended at the hub")
 
     def check_sender(self, caller: Caller, from_party: PartyKey | None) -> PartyKey:
-        """The OCPI-from party, which must belong to the caller's platform (digest §2.9: no impersonation)."""
+        """The OCPI-from party, which must belong to the caller's platform (digest §2.9: no impersonation).
+
+        Missing, it is the platform's only party when it holds exactly one (many implementations, 2.1.1-era ones
+        among them, send no routing headers; digest §2.9 GAP: inferred when unambiguous); with several, 2001."""
         self.admit(caller)
         if from_party is None:
-            raise InvalidParametersError("OCPI-from-country-code and OCPI-from-party-id are required")
+            if len(caller.platform.parties) == 1:
+                return next(iter(caller.platform.parties))
+            raise InvalidParametersError(
+                "OCPI-from-country-code and OCPI-from-party-id are required: this platform holds several parties"
+            )
         if from_party not in caller.platform.parties:
             raise InvalidParametersError(f"OCPI-from party {from_party} does not belong to this token's platform")
         return from_party
@@ -310,12 +319,8 @@ class RoutingTable:
         Only the object's owner may broadcast it — the URL's ``/{country_code}/{party_id}`` is the sender and
         the sender holds the owning role (§4.1.5: locations and tariffs are CPO-owned, tokens eMSP-owned).
         """
-        if method not in BROADCAST_METHODS:
-            raise InvalidParametersError(
-                f"{method} addressed to the hub: the hub does not serve {module.value} itself (GET All via Hub)"
-                if method == "GET"
-                else f"{method} cannot be broadcast; only POST, PUT and PATCH can"
-            )
+        if method not in BROADCAST_METHODS and not (method == "DELETE" and module in BROADCAST_DELETE):
+            raise InvalidParametersError(f"{method} cannot be broadcast; only POST, PUT, PATCH (and tariff DELETE) can")
         if module not in BROADCAST_MODULES:
             raise InvalidParametersError(f"{module.value} cannot be broadcast (party-specific data)")
         if role is not InterfaceRole.RECEIVER:

@@ -22,7 +22,6 @@ from tests.support.hubs import HubFactory, RunningHub
 from tests.support.redis_server import running_redis
 from tests.support.servers import bound_socket, serve
 
-
 #: What tests allow party URLs to reach: the fake parties' loopback addresses.
 LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 

@@ -119,7 +119,7 @@ async def test_emsp_and_other_broadcasts_reach_cpos_only(market: Market) -> None
         ("PUT", "/ocpi/2.2.1/receiver/chargingprofiles/S1"),
         ("GET", "/ocpi/2.2.1/sender/locations"),
         ("GET", "/ocpi/2.2.1/receiver/locations/NL/CP1/LOC1"),
-        ("DELETE", "/ocpi/2.2.1/receiver/tariffs/NL/CP1/T1"),
+        ("DELETE", "/ocpi/2.2.1/receiver/locations/NL/CP1/LOC1"),  # of broadcast DELETEs only a tariff's is carried
     ],
 )
 async def test_refused_broadcasts_are_2001_and_reach_nobody(market: Market, method: str, path: str) -> None:

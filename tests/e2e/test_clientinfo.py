@@ -16,7 +16,7 @@ from registry.keys import RegistryKeys
 from registry.store import PartyStore
 from routing.model import PartyKey, PartyRole
 from tests.support.fake_party import FakeParty, token_header, wait_until
-from tests.support.hubs import HubFactory, RunningHub, connect_party
+from tests.support.hubs import TEST_ACTOR, HubFactory, RunningHub, connect_party
 from tests.support.processes import hub_env, hub_process, run_ocpi_hub
 from tests.support.redis_server import free_port
 
@@ -62,7 +62,7 @@ async def test_every_transition_is_pushed_and_listed(
         assert entry["role"] == "CPO"
         assert entry["last_updated"].endswith("Z")
 
-    record, token_a = await store.declare([PartyRole.parse("NL:CPO:CPO")], "cpo")
+    record, token_a = await store.declare([PartyRole.parse("NL:CPO:CPO")], "cpo", actor=TEST_ACTOR)
     await expect("PLANNED", 1)
     async with FakeParty([("NL", "CPO", "CPO")], name="cpo").running() as cpo:
         await hub.synced(store)
@@ -72,11 +72,11 @@ async def test_every_transition_is_pushed_and_listed(
         await wait_until(lambda: "BE:OBS:EMSP" in cpo.clientinfo, 5, "welcome push")
         assert cpo.clientinfo["BE:OBS:EMSP"]["status"] == "CONNECTED"
         assert "NL:CPO:CPO" not in cpo.clientinfo  # nobody is told about itself
-        await store.suspend(record.id)
+        await store.suspend(record.id, actor=TEST_ACTOR)
         await expect("SUSPENDED", 3)
-        await store.resume(record.id)
+        await store.resume(record.id, actor=TEST_ACTOR)
         await expect("CONNECTED", 4)
-        await store.remove(record.id)
+        await store.remove(record.id, actor=TEST_ACTOR)
         await expect("SUSPENDED", 5)  # objects are never deleted: SUSPENDED (§15.2.1)
     assert statuses(observer, key) == ["PLANNED", "CONNECTED", "SUSPENDED", "CONNECTED", "SUSPENDED"]
 
@@ -85,7 +85,7 @@ async def test_list_pagination_and_filters(
     hub: RunningHub, store: PartyStore, observer: FakeParty, client: httpx.AsyncClient
 ) -> None:
     for i in range(5):
-        await store.declare([PartyRole.parse(f"NL:P{i:02d}:CPO")], f"p{i}")
+        await store.declare([PartyRole.parse(f"NL:P{i:02d}:CPO")], f"p{i}", actor=TEST_ACTOR)
     everything = (await listed(client, hub, observer.hub_token)).json()["data"]
     assert len(everything) == 6
     first = await listed(client, hub, observer.hub_token, "?limit=2")
@@ -162,7 +162,7 @@ async def test_lease_take_over_pushes_each_change_once(
         FakeParty([("BE", "OBS", "EMSP")], name="observer").running() as observer,
     ):
         await asyncio.gather(hub1.wait_ready(15.0), hub2.wait_ready(15.0))
-        _, token_a = await store.declare([PartyRole.parse("BE:OBS:EMSP")], "observer")
+        _, token_a = await store.declare([PartyRole.parse("BE:OBS:EMSP")], "observer", actor=TEST_ACTOR)
         for _ in range(50):  # the hub accepts the new token within a second
             ok = await client.get(hub1.versions_url, headers={"Authorization": token_header(token_a)})
             if ok.status_code == 200:

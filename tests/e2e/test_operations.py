@@ -33,6 +33,7 @@ from starlette.responses import Response
 
 from hub.logs import JsonFormatter
 from hub.metrics import MODULE_LABELS, OUTCOMES
+from registry.audit import Actor
 from registry.keys import RegistryKeys
 from registry.store import PartyStore
 from routing.model import PartyRole
@@ -41,6 +42,9 @@ from tests.support.hubs import RunningHub, connect_party, parties
 from tests.support.processes import HubProcess, hub_env, hub_process, pid_alive, poll, wait_gone
 from tests.support.redis_server import free_port
 from tests.support.tls import self_signed
+
+#: Who the test's registry changes are made by (audit events name an actor).
+TEST_ACTOR = Actor.cli("test", "localhost")
 
 pytestmark = pytest.mark.e2e
 
@@ -131,7 +135,7 @@ async def serving(
 async def declare(store: PartyStore, party: FakeParty) -> str:
     """Declare the party's platform in the registry (as ``registry add`` does); returns its token A."""
     _record, token_a = await store.declare(
-        [PartyRole.parse(f"{cc}:{pid}:{role}") for cc, pid, role in party.roles], party.name
+        [PartyRole.parse(f"{cc}:{pid}:{role}") for cc, pid, role in party.roles], party.name, actor=TEST_ACTOR
     )
     return token_a
 

@@ -214,7 +214,9 @@ async def test_two_hubs_on_one_redis_see_registration_and_removal_within_a_secon
         assert details.json()["data"] == [{"version": "2.2.1", "url": hub2.url("/ocpi/2.2.1")}]
         assert await versions_status(client, hub2, info["token_a"]) == 401
 
-        removed = await run_ocpi_hub("registry", "--redis-url", redis_url, "remove", "NL:ABC", env=env, cwd=tmp_path)
+        removed = await run_ocpi_hub(
+            "registry", "--redis-url", redis_url, "remove", "NL:ABC", "--yes", env=env, cwd=tmp_path
+        )
         assert removed.returncode == 0, str(removed)
 
         async def refused_by(hub: HubProcess) -> bool:

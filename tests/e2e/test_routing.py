@@ -15,10 +15,14 @@ import orjson
 import pytest
 from starlette.responses import Response
 
+from registry.audit import Actor
 from registry.store import PartyStore
 from routing.model import PartyKey
 from tests.support.fake_party import FakeParty, Received, ocpi, token_header
 from tests.support.hubs import RunningHub, connect_party
+
+#: Who the test's registry changes are made by (audit events name an actor).
+TEST_ACTOR = Actor.cli("test", "localhost")
 
 pytestmark = pytest.mark.e2e
 
@@ -356,7 +360,7 @@ async def test_closed_port_is_4003(hub: RunningHub, store: PartyStore, client: h
 
 async def test_suspended_receiver_is_4003_without_contact(world: World) -> None:
     record = await world.store.find(PartyKey(*CPO))
-    await world.store.suspend(record.id)
+    await world.store.suspend(record.id, actor=TEST_ACTOR)
     await world.hub.synced(world.store)
     reply = await world.send(world.emsp, CPO, "GET", "/ocpi/2.2.1/sender/locations")
     assert reply.json()["status_code"] == 4003

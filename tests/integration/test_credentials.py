@@ -12,12 +12,16 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
+from registry.audit import Actor
 from registry.store import PartyStore
 from routing.model import ConnectionStatus, PartyKey, PartyRole
 from tests.support.fake_party import FakeParty, token_header
 from tests.support.hubs import RunningHub, connect_party
 from tests.support.processes import hub_env, ocpi_hub_executable
 from tests.support.servers import bound_socket, serve
+
+#: Who the test's registry changes are made by (audit events name an actor).
+TEST_ACTOR = Actor.cli("test", "localhost")
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +33,9 @@ async def cpo() -> AsyncIterator[FakeParty]:
 
 
 async def declare(store: PartyStore, party: FakeParty, hub: RunningHub) -> str:
-    _, token_a = await store.declare([PartyRole.parse(f"{c}:{p}:{r}") for c, p, r in party.roles], party.name)
+    _, token_a = await store.declare(
+        [PartyRole.parse(f"{c}:{p}:{r}") for c, p, r in party.roles], party.name, actor=TEST_ACTOR
+    )
     await hub.synced(store)
     return token_a
 
@@ -186,7 +192,7 @@ async def test_unreachable_versions_url_is_3001(
             assert reply.status_code == 200
             assert reply.json()["status_code"] == 3001, reply.text
             await assert_untouched(store, running, token_a, client)
-            await store.remove((await store.find(PartyKey("NL", "CPO"))).id)
+            await store.remove((await store.find(PartyKey("NL", "CPO"))).id, actor=TEST_ACTOR)
     closed.close()
 
 
@@ -214,7 +220,7 @@ async def test_raw_token_peer_is_called_in_raw_form(
     hub: RunningHub, store: PartyStore, client: httpx.AsyncClient
 ) -> None:
     async with FakeParty([("DE", "OLD", "CPO")], raw_tokens=True).running() as party:
-        _, token_a = await store.declare([PartyRole.parse("DE:OLD:CPO")], "old")
+        _, token_a = await store.declare([PartyRole.parse("DE:OLD:CPO")], "old", actor=TEST_ACTOR)
         await hub.synced(store)
         reply = await party.register(hub.versions_url, token_a)
         assert reply.json()["status_code"] == 1000

@@ -10,11 +10,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from registry.audit import Actor
 from registry.connection import connect
 from registry.keys import RegistryKeys
 from registry.store import PartyStore
 from routing.model import PartyKey, PartyRole
 from tests.support.redis_server import free_port, redis_binary, wait_for_answer
+
+#: Who the test's registry changes are made by (audit events name an actor).
+TEST_ACTOR = Actor.cli("test", "localhost")
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +48,9 @@ async def test_registry_through_sentinel(sentinel_url: str, keys: RegistryKeys) 
         store = PartyStore(redis, keys)
         try:
             assert await store.ping()
-            record, _ = await store.declare([PartyRole.parse("NL:SEN:CPO")], "sentinel")
+            record, _ = await store.declare([PartyRole.parse("NL:SEN:CPO")], "sentinel", actor=TEST_ACTOR)
             assert (await store.find(PartyKey("NL", "SEN"))).id == record.id
-            await store.remove(record.id)
+            await store.remove(record.id, actor=TEST_ACTOR)
         finally:
             async for key in redis.scan_iter(match="{" + keys.prefix.rstrip(":") + "}:*"):
                 await redis.delete(key)

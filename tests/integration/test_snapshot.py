@@ -7,10 +7,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from registry.audit import Actor
 from registry.snapshot import SnapshotHolder
 from registry.store import PartyStore
 from routing.model import ConnectionStatus, PartyKey, PartyRole
 from tests.support.fake_party import wait_until
+
+#: Who the test's registry changes are made by (audit events name an actor).
+TEST_ACTOR = Actor.cli("test", "localhost")
 
 pytestmark = pytest.mark.integration
 
@@ -29,21 +33,21 @@ async def holder(store: PartyStore) -> AsyncIterator[SnapshotHolder]:
 
 async def test_changes_are_patched_in(holder: SnapshotHolder, store: PartyStore) -> None:
     first = holder.table
-    record, _ = await store.declare([PartyRole.parse("NL:AAA:CPO")], "a")
+    record, _ = await store.declare([PartyRole.parse("NL:AAA:CPO")], "a", actor=TEST_ACTOR)
     await wait_until(lambda: PartyKey("NL", "AAA") in holder.table.parties, 2, "the new party")
     assert holder.table.version == await store.version()
     assert first.parties == {}  # the old table is untouched: tables are immutable
-    await store.suspend(record.id)
+    await store.suspend(record.id, actor=TEST_ACTOR)
     await wait_until(lambda: holder.table.platforms[record.id].status is ConnectionStatus.SUSPENDED, 2, "suspend")
     token_digests = set(holder.table.tokens)
-    await store.remove(record.id)
+    await store.remove(record.id, actor=TEST_ACTOR)
     await wait_until(lambda: record.id not in holder.table.platforms, 2, "removal")
     assert PartyKey("NL", "AAA") not in holder.table.parties
     assert not token_digests & set(holder.table.tokens)  # its token A no longer opens anything
 
 
 async def test_a_change_without_notice_is_caught(holder: SnapshotHolder, store: PartyStore) -> None:
-    record, _ = await store.declare([PartyRole.parse("NL:BBB:CPO")], "b")
+    record, _ = await store.declare([PartyRole.parse("NL:BBB:CPO")], "b", actor=TEST_ACTOR)
     await wait_until(lambda: PartyKey("NL", "BBB") in holder.table.parties, 2, "the new party")
     # A write that bumps the version but whose notice is lost (e.g. published during a reconnect).
     raw = await store.redis.hget(store.keys.platforms(), record.id)
@@ -55,7 +59,7 @@ async def test_a_change_without_notice_is_caught(holder: SnapshotHolder, store: 
 
 
 async def test_own_writes_apply_at_once(holder: SnapshotHolder, store: PartyStore) -> None:
-    record, _ = await store.declare([PartyRole.parse("NL:CCC:CPO")], "c")
+    record, _ = await store.declare([PartyRole.parse("NL:CCC:CPO")], "c", actor=TEST_ACTOR)
     await holder.apply_own(record.id)
     assert PartyKey("NL", "CCC") in holder.table.parties
     before = holder.table
@@ -72,10 +76,10 @@ async def still_holder(store: PartyStore) -> SnapshotHolder:
 
 async def test_a_stale_notice_does_not_hide_a_newer_change(store: PartyStore) -> None:
     holder = await still_holder(store)
-    first, _ = await store.declare([PartyRole.parse("NL:DDD:CPO")], "d")
+    first, _ = await store.declare([PartyRole.parse("NL:DDD:CPO")], "d", actor=TEST_ACTOR)
     await holder.apply_own(first.id)
     seen = holder.table.version
-    second, _ = await store.declare([PartyRole.parse("NL:EEE:CPO")], "e")
+    second, _ = await store.declare([PartyRole.parse("NL:EEE:CPO")], "e", actor=TEST_ACTOR)
     # The first write's notice comes late, together with the second's: both are judged by their versions.
     await holder.apply_notices([(first.id, seen), (second.id, seen + 1)])
     assert PartyKey("NL", "EEE") in holder.table.parties
@@ -85,8 +89,8 @@ async def test_a_stale_notice_does_not_hide_a_newer_change(store: PartyStore) ->
 async def test_a_missing_notice_means_a_full_reload(store: PartyStore) -> None:
     holder = await still_holder(store)
     version = holder.table.version
-    await store.declare([PartyRole.parse("NL:HHH:CPO")], "h")
-    fourth, _ = await store.declare([PartyRole.parse("NL:III:CPO")], "i")
+    await store.declare([PartyRole.parse("NL:HHH:CPO")], "h", actor=TEST_ACTOR)
+    fourth, _ = await store.declare([PartyRole.parse("NL:III:CPO")], "i", actor=TEST_ACTOR)
     await holder.apply_notices([(fourth.id, version + 2)])  # the notice of version + 1 never came
     assert PartyKey("NL", "HHH") in holder.table.parties  # only a full reload can have brought it
     assert holder.table.version == version + 2

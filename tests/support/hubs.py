@@ -10,9 +10,13 @@ from prometheus_client import CollectorRegistry
 
 from config.settings import Settings
 from hub.app import HubApp
+from registry.audit import Actor
 from registry.store import PartyStore
 from routing.model import PartyRole
 from tests.support.fake_party import FakeParty, wait_until
+
+#: Who the test's registry changes are made by (audit events name an actor).
+TEST_ACTOR = Actor.cli("test", "localhost")
 
 
 @dataclass
@@ -48,7 +52,7 @@ class RunningHub:
 async def connect_party(store: PartyStore, hub: RunningHub, party: FakeParty) -> str:
     """Declare the party's platform (as `registry add` does) and let it register; returns the platform id."""
     record, token_a = await store.declare(
-        [PartyRole.parse(f"{cc}:{pid}:{role}") for cc, pid, role in party.roles], party.name
+        [PartyRole.parse(f"{cc}:{pid}:{role}") for cc, pid, role in party.roles], party.name, actor=TEST_ACTOR
     )
     await hub.synced(store)
     reply = await party.register(hub.versions_url, token_a)

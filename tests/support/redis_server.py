@@ -6,6 +6,7 @@ No system service is needed; nothing is shared with anything else; stopped by it
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -81,3 +82,98 @@ def running_redis() -> Iterator[str]:
         for name in os.listdir(workdir):
             os.unlink(os.path.join(workdir, name))
         os.rmdir(workdir)
+
+
+class RedisServer:
+    """A private redis-server on a unix socket that a test can stop, freeze and start again (same socket path,
+    with or without its data): the registry's bad days, on demand. No TCP port, so no port race."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.socket = directory / "redis.sock"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self, *, keep_data: bool = True) -> None:
+        """Start (again); ``keep_data=False`` comes back empty, as a throw-away Redis without persistence does."""
+        dump = self.directory / "dump.rdb"
+        if not keep_data and dump.exists():
+            dump.unlink()
+        self.process = subprocess.Popen(
+            [
+                redis_binary(),
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(self.directory),
+                "--dbfilename",
+                "dump.rdb",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.socket(socket.AF_UNIX) as conn:
+                    conn.settimeout(0.2)
+                    conn.connect(str(self.socket))
+                    conn.sendall(b"PING\r\n")
+                    if b"+PONG" in conn.recv(64):
+                        return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+
+    def stop(self, *, save: bool = True) -> None:
+        """Stop it by its PID; ``save`` writes its data first (so a restart with data finds it)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if save:
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.settimeout(5)
+                conn.connect(str(self.socket))
+                conn.sendall(b"SAVE\r\n")
+                conn.recv(64)
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers (a hung Redis, not a dead one)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+@contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    """A started ``RedisServer`` in a temporary directory, always stopped (and thawed) at the end."""
+    with tempfile.TemporaryDirectory(prefix="ocpi-hub-redis-") as directory:
+        server = RedisServer(Path(directory))
+        server.start()
+        try:
+            yield server
+        finally:
+            if server.process is not None and server.process.poll() is None:
+                server.thaw()
+            server.stop(save=False)

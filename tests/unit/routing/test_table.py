@@ -175,8 +175,14 @@ def test_check_sender_offline_or_planned_may_send(status: ConnectionStatus) -> N
     assert table([p]).check_sender(caller_of(p), PartyKey("NL", "AAA")) == PartyKey("NL", "AAA")
 
 
-def test_check_sender_missing_from() -> None:
+def test_check_sender_missing_from_is_the_only_party() -> None:
+    # Many implementations send no routing headers; a one-party platform's sender is unambiguous (digest §2.9).
     p = platform("p", ["NL:AAA:CPO"])
+    assert table([p]).check_sender(caller_of(p), None) == PartyKey("NL", "AAA")
+
+
+def test_check_sender_missing_from_with_several_parties() -> None:
+    p = platform("p", ["NL:AAA:CPO", "NL:BBB:EMSP"])
     with pytest.raises(InvalidParametersError, match="required"):
         table([p]).check_sender(caller_of(p), None)
 
