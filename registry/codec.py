@@ -1,6 +1,7 @@
 """Registry records to JSON and back (never pickle).
 
-Owns: ``PlatformRecord`` and ``ClientInfo`` as stored in Redis, and their (de)serialisation with orjson.
+Owns: ``PlatformRecord`` (with the operator's ``endpoint_overrides`` and ``rate_limit``) and ``ClientInfo`` as
+stored in Redis, and their (de)serialisation with orjson.
 Must not: talk to Redis or make routing decisions.
 """
 
@@ -29,6 +30,21 @@ class EndpointRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A per-platform rate limit set by the operator: a token bucket of ``burst`` requests refilled at ``rps``."""
+
+    rps: float
+    burst: int
+
+    def __post_init__(self) -> None:
+        # Checked here so that no caller can store a limit that would refuse everything or never refill.
+        if not (isinstance(self.rps, int | float) and not isinstance(self.rps, bool) and 0 < self.rps < float("inf")):
+            raise ValueError(f"rate limit: rps must be a positive number, got {self.rps!r}")
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
+            raise ValueError(f"rate limit: burst must be an integer of at least 1, got {self.burst!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class PlatformRecord:
     """A platform that may register, or did: its parties, status, endpoints and tokens."""
 
@@ -48,6 +64,10 @@ class PlatformRecord:
     #: SHA-256 hex digests of the tokens the hub accepts from it (A before registration, C after).
     accept_digests: tuple[str, ...] = ()
     business_details: dict[str, Any] = field(default_factory=dict)
+    #: Endpoints the operator set (``registry endpoint``): they win over ``endpoints`` for the same module and
+    #: role, and a credentials PUT, which replaces ``endpoints``, keeps them.
+    endpoint_overrides: tuple[EndpointRecord, ...] = ()
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +97,29 @@ def encode_platform(record: PlatformRecord) -> bytes:
             "status_since": record.status_since,
             "versions_url": record.versions_url,
             "version": record.version,
-            "endpoints": [{"identifier": e.identifier, "role": e.role, "url": e.url} for e in record.endpoints],
+            "endpoints": [encode_endpoint(e) for e in record.endpoints],
             "token_b": record.token_b,
             "token_form": record.token_form.value,
             "accept_digests": list(record.accept_digests),
             "business_details": record.business_details,
+            "endpoint_overrides": [encode_endpoint(e) for e in record.endpoint_overrides],
+            "rate_limit": None if record.rate_limit is None else encode_rate_limit(record.rate_limit),
         }
     )
+
+
+def encode_endpoint(endpoint: EndpointRecord) -> dict[str, str]:
+    return {"identifier": endpoint.identifier, "role": endpoint.role, "url": endpoint.url}
+
+
+def encode_rate_limit(limit: RateLimit) -> dict[str, float | int]:
+    return {"rps": limit.rps, "burst": limit.burst}
+
+
+def _decode_rate_limit(data: object) -> RateLimit | None:
+    if not isinstance(data, dict):
+        return None
+    return RateLimit(rps=float(data["rps"]), burst=int(data["burst"]))
 
 
 def decode_platform(raw: bytes | str) -> PlatformRecord:
@@ -103,6 +139,10 @@ def decode_platform(raw: bytes | str) -> PlatformRecord:
         token_form=TokenForm(data.get("token_form", TokenForm.BASE64.value)),
         accept_digests=tuple(data.get("accept_digests", [])),
         business_details=data.get("business_details", {}),
+        endpoint_overrides=tuple(
+            EndpointRecord(e["identifier"], e["role"], e["url"]) for e in data.get("endpoint_overrides", [])
+        ),
+        rate_limit=_decode_rate_limit(data.get("rate_limit")),
     )
 
 

@@ -11,6 +11,7 @@ from registry.codec import (
     ClientInfo,
     EndpointRecord,
     PlatformRecord,
+    RateLimit,
     decode_clientinfo,
     decode_platform,
     encode_clientinfo,
@@ -47,6 +48,8 @@ FULL = PlatformRecord(
     token_form=TokenForm.RAW,
     accept_digests=("ab" * 32, "cd" * 32),
     business_details={"name": "Full", "website": "https://p2.example.com", "logo": {"url": "x", "width": 10}},
+    endpoint_overrides=(EndpointRecord("tokens", "SENDER", "https://p2.example.com/override/tokens"),),
+    rate_limit=RateLimit(rps=2.5, burst=20),
 )
 
 
@@ -76,7 +79,8 @@ def test_platform_roles_are_stored_as_fields() -> None:
 
 def test_platform_optional_fields_default_when_absent() -> None:
     data = orjson.loads(encode_platform(FULL))
-    for key in ("versions_url", "version", "endpoints", "token_b", "token_form", "accept_digests", "business_details"):
+    optional = ("versions_url", "version", "endpoints", "token_b", "token_form", "accept_digests", "business_details")
+    for key in (*optional, "endpoint_overrides", "rate_limit"):
         del data[key]
     decoded = decode_platform(orjson.dumps(data))
     assert decoded == replace(
@@ -126,3 +130,32 @@ def test_clientinfo_wire_shape_and_key() -> None:
         "last_updated": "2024-02-03T04:05:06.789Z",
     }
     assert INFO.key == "NL:ABC:EMSP"
+
+
+def test_overrides_and_rate_limit_are_stored_as_fields() -> None:
+    data = orjson.loads(encode_platform(FULL))
+    assert data["endpoint_overrides"] == [
+        {"identifier": "tokens", "role": "SENDER", "url": "https://p2.example.com/override/tokens"}
+    ]
+    assert data["rate_limit"] == {"rps": 2.5, "burst": 20}
+    assert orjson.loads(encode_platform(MINIMAL))["rate_limit"] is None
+
+
+def test_a_record_written_before_overrides_existed_decodes_without_them() -> None:
+    data = orjson.loads(encode_platform(FULL))
+    del data["endpoint_overrides"], data["rate_limit"]
+    decoded = decode_platform(orjson.dumps(data))
+    assert decoded.endpoint_overrides == ()
+    assert decoded.rate_limit is None
+
+
+@pytest.mark.parametrize(
+    ("rps", "burst"), [(0, 1), (-1.0, 5), (float("inf"), 5), (float("nan"), 5), (1.0, 0), (1.0, -3), (1.0, True)]
+)
+def test_rate_limit_refuses_values_that_would_refuse_everything_or_never_refill(rps: float, burst: int) -> None:
+    with pytest.raises(ValueError, match="rate limit"):
+        RateLimit(rps=rps, burst=burst)
+
+
+def test_rate_limit_accepts_fractions_of_a_request_per_second() -> None:
+    assert RateLimit(rps=0.5, burst=1).rps == 0.5
