@@ -18,6 +18,7 @@ import orjson
 
 from hub.http.client import JsonReply, Outbound
 from hub.identity import HubIdentity
+from registry.audit import Actor
 from registry.codec import EndpointRecord, Handshake, PlatformRecord
 from registry.store import PartyStore, StaleTokenError, new_token
 from routing import errors
@@ -206,6 +207,7 @@ class CredentialsService:
                 registered_before=update,
                 handshake=details.handshake(offered, caller.form),
                 token_c=token_c,
+                actor=Actor.of_platform(caller.platform.id, caller.platform.parties),
             )
         except StaleTokenError as exc:
             raise errors.UnauthorizedError(str(exc)) from None
@@ -215,7 +217,9 @@ class CredentialsService:
     async def unregister(self, caller: Caller) -> None:
         if not caller.registered:
             raise errors.MethodNotAllowedError("not registered")
-        await self.store.unregister(caller.platform.id)
+        await self.store.unregister(
+            caller.platform.id, actor=Actor.of_platform(caller.platform.id, caller.platform.parties)
+        )
         await self.on_change(caller.platform.id)
 
 
@@ -231,12 +235,13 @@ async def connect(
     timeout: float,
     hub_ready_timeout: float = 5.0,
     own: Outbound | None = None,
+    actor: Actor,
 ) -> PlatformRecord:
     """Hub-initiated registration (credentials §7.1.1 with the hub as Sender); nothing is kept if it fails.
 
     ``outbound`` calls the party (under the party network policy); ``own`` calls the hub's own public URL, which
     the operator configured and may well be a private address (default: ``outbound``)."""
-    record, token_for_party = await store.declare(roles, name, announce=False)
+    record, token_for_party = await store.declare(roles, name, announce=False, actor=actor)
     try:
         await _wait_for_hub(own or outbound, identity, token_for_party, hub_ready_timeout)
         their_a = authorization_value(token_a, True)
@@ -256,9 +261,10 @@ async def connect(
             registered_before=False,
             handshake=details.handshake(theirs, TokenForm.BASE64),
             token_c=token_for_party,
+            actor=actor,
         )
     except BaseException:
-        await store.discard(record.id)
+        await store.discard(record.id, actor=actor)
         raise
 
 

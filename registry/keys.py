@@ -11,6 +11,11 @@ from typing import Final
 
 #: Stream entries kept for ClientInfo pushes; a holder further behind skips the trimmed ones (parties resync by GET).
 EVENTS_MAXLEN: Final = 10_000
+#: How long audit events are kept (trimmed by age with MINID on every write); PartyStore takes another value.
+AUDIT_RETENTION_SECONDS: Final = 365 * 86_400
+#: Trace records kept at most (MAXLEN ~) and for at most this long (MINID ~), whichever trims first.
+TRACE_MAX_RECORDS: Final = 1_000_000
+TRACE_MAX_AGE_SECONDS: Final = 7 * 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,14 @@ class RegistryKeys:
     def last_seen(self) -> str:
         """HASH platform id → epoch seconds of the last request from it (liveness)."""
         return f"{self._base}lastseen"
+
+    def audit(self) -> str:
+        """STREAM of registry changes (registry/audit.py): who changed what, before → after, never secrets."""
+        return f"{self._base}audit"
+
+    def trace(self) -> str:
+        """STREAM of message-tracking records (registry/trace.py), bounded by count and by age."""
+        return f"{self._base}trace"
 
     def lease(self) -> str:
         """STRING (with TTL): the id of the hub process running the scheduler."""

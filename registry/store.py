@@ -1,28 +1,36 @@
 """The registry in Redis: platforms, parties, accepted-token digests, ClientInfo, relays and the scheduler lease.
 
 Owns: every read and write of registry data. Check-then-write runs under WATCH/MULTI; every write bumps the
-version and publishes it so each hub process rebuilds its snapshot (registry/snapshot.py).
+version and publishes it so each hub process rebuilds its snapshot (registry/snapshot.py), and queues its audit
+event (registry/audit.py) in the same MULTI/EXEC, so a change is never stored without its event or the other way
+round. Every write method takes the ``actor=`` who made it. A write that changes nothing stores nothing.
+Connection errors are retried by the client (registry/connection.py); one that strikes inside a WATCHed
+transaction surfaces as a WatchError, and the transaction runs again from its WATCHed reads.
 Must not: decide routing, speak HTTP, or be awaited on the hot path.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
+from registry.audit import HUB, Action, Actor, AuditEvent, Change, log_event, platform_event, stage
 from registry.codec import (
     RELAY_KEYS_NOTICE,
     ClientInfo,
+    EndpointRecord,
     Handshake,
     LegacyRelay,
     PlatformRecord,
+    RateLimit,
     decode_clientinfo,
     decode_legacy_relay,
     decode_platform,
@@ -30,7 +38,7 @@ from registry.codec import (
     encode_clientinfo,
     encode_platform,
 )
-from registry.keys import EVENTS_MAXLEN, RegistryKeys
+from registry.keys import AUDIT_RETENTION_SECONDS, EVENTS_MAXLEN, RegistryKeys
 from routing.datetimes import format_datetime
 from routing.model import ConnectionStatus, PartyKey, PartyRole
 from routing.table import SigningKeys, token_digest
@@ -57,23 +65,8 @@ local version = redis.call('INCR', KEYS[1])
 redis.call('PUBLISH', KEYS[2], ARGV[1] .. '|' .. version)
 return version
 """
-#: Relay signing keys: ids 1..255 in turn; the current key and the one before it are kept (a rotation leaves URLs
-#: signed just before it working), older ones are deleted. Every change is a registry version like any other.
-_ROTATE_SCRIPT = """
-local current = tonumber(redis.call('HGET', KEYS[1], 'current'))
-if current and ARGV[3] == 'ensure' then return current end
-local new = 1
-if current then new = current % 255 + 1 end
-for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if field ~= 'current' and field ~= ('k' .. new) and (not current or field ~= ('k' .. current)) then
-    redis.call('HDEL', KEYS[1], field)
-  end
-end
-redis.call('HSET', KEYS[1], 'k' .. new, ARGV[1], 'current', new)
-local version = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', KEYS[3], ARGV[2] .. '|' .. version)
-return new
-"""
+#: Relay signing key ids run 1..255 and then start again at 1.
+_MAX_RELAY_KEY_ID = 255
 _CURSOR_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[2], ARGV[2])
@@ -109,12 +102,20 @@ def _now() -> str:
     return format_datetime(datetime.now(UTC))
 
 
-class PartyStore:
-    """Registry operations on one Redis with one key prefix."""
+#: A transaction body: WATCHed reads, then MULTI and the queued writes; returns the audit events to queue with them.
+_Write = Callable[[Pipeline], Awaitable[Sequence[AuditEvent]]]
 
-    def __init__(self, redis: Redis, keys: RegistryKeys) -> None:
+
+class PartyStore:
+    """Registry operations on one Redis with one key prefix.
+
+    ``retention_seconds``: how long audit events are kept (trimmed by age on every write).
+    """
+
+    def __init__(self, redis: Redis, keys: RegistryKeys, *, retention_seconds: float = AUDIT_RETENTION_SECONDS) -> None:
         self.redis = redis
         self.keys = keys
+        self.retention_seconds = retention_seconds
 
     # -- reads ---------------------------------------------------------------------------------------------
 
@@ -191,7 +192,7 @@ class PartyStore:
     # -- writes --------------------------------------------------------------------------------------------
 
     async def declare(
-        self, roles: Sequence[PartyRole], name: str, *, announce: bool = True
+        self, roles: Sequence[PartyRole], name: str, *, actor: Actor, announce: bool = True
     ) -> tuple[PlatformRecord, str]:
         """A platform that may register holding exactly ``roles``; returns it and its token A.
 
@@ -216,7 +217,7 @@ class PartyStore:
         )
         parties = sorted({str(r.party) for r in roles})
 
-        async def write(pipe: Pipeline) -> None:
+        async def write(pipe: Pipeline) -> Sequence[AuditEvent]:
             owners = await pipe.hmget(self.keys.parties(), parties)
             taken = [p for p, owner in zip(parties, owners, strict=True) if owner is not None]
             if taken:
@@ -225,6 +226,7 @@ class PartyStore:
             pipe.hset(self.keys.parties(), mapping=dict.fromkeys(parties, record.id))
             pipe.hset(self.keys.tokens(), record.accept_digests[0], f"{record.id}|A")
             self._put(pipe, record, status_changed=announce)
+            return (platform_event(now, actor, "declare", None, record),)
 
         await self._transact(write, self.keys.parties())
         return record, token_a
@@ -237,18 +239,21 @@ class PartyStore:
         registered_before: bool,
         handshake: Handshake,
         token_c: str,
+        actor: Actor,
     ) -> PlatformRecord:
         """Registration (token A) or update (token C): store what the handshake fetched, swap in token C.
 
         The token used must still open the platform in the expected state, so two concurrent POSTs with one
-        token A cannot both succeed (credentials §7.1.1: token A is single-use).
+        token A cannot both succeed (credentials §7.1.1: token A is single-use). The operator's endpoint
+        overrides and rate limit are kept: only ``endpoints`` is replaced.
         """
         expected = f"{platform_id}|{'C' if registered_before else 'A'}"
         used = used_digest.hex()
         new_digest = token_digest(token_c.encode()).hex()
         result: list[PlatformRecord] = []
 
-        async def write(pipe: Pipeline) -> None:
+        async def write(pipe: Pipeline) -> Sequence[AuditEvent]:
+            result.clear()
             grant = await pipe.hget(self.keys.tokens(), used)
             raw = await pipe.hget(self.keys.platforms(), platform_id)
             if grant is None or _text(grant) != expected or raw is None:
@@ -270,30 +275,42 @@ class PartyStore:
             _multi(pipe)
             pipe.hdel(self.keys.tokens(), *old.accept_digests)
             pipe.hset(self.keys.tokens(), new_digest, f"{platform_id}|C")
-            result.append(self._put(pipe, record, status_changed=status is not old.status))
+            stored = self._put(pipe, record, status_changed=status is not old.status)
+            result.append(stored)
+            action: Action = "update" if registered_before else "register"
+            return (platform_event(_now(), actor, action, old, stored),)
 
         await self._transact(write, self.keys.tokens(), self.keys.platforms())
         return result[0]
 
-    async def unregister(self, platform_id: str) -> PlatformRecord:
+    async def unregister(self, platform_id: str, *, actor: Actor) -> PlatformRecord:
         """Credentials DELETE (§7.2.4): its tokens stop working, it is SUSPENDED until the operator acts."""
         return await self._update(
             platform_id,
             lambda r: replace(r, registered=False, status=ConnectionStatus.SUSPENDED, accept_digests=()),
+            actor=actor,
+            action="unregister",
         )
 
-    async def suspend(self, platform_id: str) -> PlatformRecord:
-        return await self._update(platform_id, lambda r: replace(r, status=ConnectionStatus.SUSPENDED))
+    async def suspend(self, platform_id: str, *, actor: Actor) -> PlatformRecord:
+        return await self._update(
+            platform_id, lambda r: replace(r, status=ConnectionStatus.SUSPENDED), actor=actor, action="suspend"
+        )
 
-    async def resume(self, platform_id: str) -> PlatformRecord:
+    async def resume(self, platform_id: str, *, actor: Actor) -> PlatformRecord:
         def back(record: PlatformRecord) -> PlatformRecord:
+            if record.status is not ConnectionStatus.SUSPENDED:
+                return record  # OFFLINE is the liveness check's to end, not the operator's
             status = ConnectionStatus.CONNECTED if record.registered else ConnectionStatus.PLANNED
             return replace(record, status=status)
 
-        return await self._update(platform_id, back)
+        return await self._update(platform_id, back, actor=actor, action="resume")
 
-    async def set_liveness(self, platform_id: str, alive: bool) -> PlatformRecord | None:
-        """CONNECTED ↔ OFFLINE from a liveness result; other statuses are the operator's and stay."""
+    async def set_liveness(self, platform_id: str, alive: bool, *, actor: Actor) -> PlatformRecord | None:
+        """CONNECTED ↔ OFFLINE from a liveness result; other statuses are the operator's and stay.
+
+        Only a change of status is written (and audited): a party that stays alive costs no registry version.
+        """
         target = ConnectionStatus.CONNECTED if alive else ConnectionStatus.OFFLINE
         allowed = {ConnectionStatus.CONNECTED, ConnectionStatus.OFFLINE}
 
@@ -303,15 +320,51 @@ class PartyStore:
             return record
 
         try:
-            return await self._update(platform_id, change)
+            return await self._update(platform_id, change, actor=actor, action="liveness")
         except UnknownPlatformError:
             return None
 
-    async def remove(self, platform_id: str) -> PlatformRecord:
+    async def set_endpoint_override(
+        self, platform_id: str, endpoint: EndpointRecord, *, actor: Actor
+    ) -> PlatformRecord:
+        """The operator's endpoint for one module and role (replacing an earlier override of the same pair).
+
+        The URL must have been validated by the caller (hub/cli.py, with the party URL policy): registry/ cannot
+        resolve names or know the allowed networks.
+        """
+
+        def change(record: PlatformRecord) -> PlatformRecord:
+            kept = [
+                e for e in record.endpoint_overrides if (e.identifier, e.role) != (endpoint.identifier, endpoint.role)
+            ]
+            overrides = tuple(sorted([*kept, endpoint], key=lambda e: (e.identifier, e.role)))
+            return replace(record, endpoint_overrides=overrides)
+
+        return await self._update(platform_id, change, actor=actor, action="endpoint")
+
+    async def remove_endpoint_override(
+        self, platform_id: str, module: str, role: str, *, actor: Actor
+    ) -> PlatformRecord:
+        """Drop the operator's endpoint for one module and role; RegistryError when there is none."""
+
+        def change(record: PlatformRecord) -> PlatformRecord:
+            kept = tuple(e for e in record.endpoint_overrides if (e.identifier, e.role) != (module, role))
+            if len(kept) == len(record.endpoint_overrides):
+                raise RegistryError(f"no endpoint override for {module} {role} on platform {record.id}")
+            return replace(record, endpoint_overrides=kept)
+
+        return await self._update(platform_id, change, actor=actor, action="endpoint")
+
+    async def set_rate_limit(self, platform_id: str, limit: RateLimit | None, *, actor: Actor) -> PlatformRecord:
+        """The platform's rate limit (None: unlimited)."""
+        return await self._update(platform_id, lambda r: replace(r, rate_limit=limit), actor=actor, action="limit")
+
+    async def remove(self, platform_id: str, *, actor: Actor) -> PlatformRecord:
         """Unregister and forget a platform; its ClientInfo stays, SUSPENDED (objects are never deleted)."""
         result: list[PlatformRecord] = []
 
-        async def write(pipe: Pipeline) -> None:
+        async def write(pipe: Pipeline) -> Sequence[AuditEvent]:
+            result.clear()
             old = await self._load(pipe, platform_id)
             gone = replace(old, status=ConnectionStatus.SUSPENDED, registered=False, accept_digests=())
             _multi(pipe)
@@ -323,25 +376,29 @@ class PartyStore:
             self._status_changed(pipe, gone)
             self._bump(pipe, platform_id)
             result.append(old)
+            return (platform_event(_now(), actor, "remove", old, None),)
 
         await self._transact(write, self.keys.platforms())
         return result[0]
 
-    async def discard(self, platform_id: str) -> None:
-        """Undo a declaration that never completed (a failed hub-initiated handshake): leave no trace."""
+    async def discard(self, platform_id: str, *, actor: Actor) -> None:
+        """Undo a declaration that never completed (a failed hub-initiated handshake): no trace is left in the
+        registry (platform, parties, tokens, ClientInfo); the audit trail keeps its declare and its discard."""
 
-        async def write(pipe: Pipeline) -> None:
+        async def write(pipe: Pipeline) -> Sequence[AuditEvent]:
             raw = await pipe.hget(self.keys.platforms(), platform_id)
             if raw is None:
-                return
+                return ()
             old = decode_platform(raw)
             _multi(pipe)
             if old.accept_digests:
                 pipe.hdel(self.keys.tokens(), *old.accept_digests)
             pipe.hdel(self.keys.parties(), *sorted({str(r.party) for r in old.roles}))
             pipe.hdel(self.keys.platforms(), platform_id)
+            pipe.hdel(self.keys.last_seen(), platform_id)
             pipe.hdel(self.keys.clientinfo(), *sorted(f"{r.party}:{r.role.value}" for r in old.roles))
             self._bump(pipe, platform_id)
+            return (platform_event(_now(), actor, "discard", old, None),)
 
         await self._transact(write, self.keys.platforms())
 
@@ -351,33 +408,45 @@ class PartyStore:
         """The keys relay URLs are signed and checked with (none until ``ensure_relay_key``)."""
         return decode_relay_keys(await self.redis.hgetall(self.keys.relay_keys()))
 
-    async def ensure_relay_key(self) -> None:
+    async def ensure_relay_key(self, *, actor: Actor = HUB) -> None:
         """Create the first signing key unless one exists (every hub process calls this at start-up)."""
-        await self.redis.eval(
-            _ROTATE_SCRIPT,
-            3,
-            self.keys.relay_keys(),
-            self.keys.version(),
-            self.keys.changes(),
-            secrets.token_hex(32),
-            RELAY_KEYS_NOTICE,
-            "ensure",
-        )
+        await self._relay_key(actor, rotate=False)
 
-    async def rotate_relay_key(self) -> int:
-        """A new current signing key; the previous one stays valid, older ones are dropped. Returns its id."""
-        return int(
-            await self.redis.eval(
-                _ROTATE_SCRIPT,
-                3,
-                self.keys.relay_keys(),
-                self.keys.version(),
-                self.keys.changes(),
-                secrets.token_hex(32),
-                RELAY_KEYS_NOTICE,
-                "rotate",
-            )
-        )
+    async def rotate_relay_key(self, *, actor: Actor) -> int:
+        """A new current signing key; the previous one stays valid, older ones are dropped. Returns its id.
+
+        Ids run 1..255 in turn. Keeping the previous key lets URLs signed just before a rotation keep working
+        until the next one. Every change is a registry version like any other, and audited (ids only).
+        """
+        return await self._relay_key(actor, rotate=True)
+
+    async def _relay_key(self, actor: Actor, *, rotate: bool) -> int:
+        result: list[int] = []
+
+        async def write(pipe: Pipeline) -> Sequence[AuditEvent]:
+            result.clear()
+            raw = await pipe.hget(self.keys.relay_keys(), "current")
+            current = int(raw) if raw is not None else 0
+            if current and not rotate:
+                result.append(current)
+                return ()
+            new = current % _MAX_RELAY_KEY_ID + 1
+            stale = [
+                field
+                for field in map(_text, await pipe.hkeys(self.keys.relay_keys()))
+                if field not in ("current", f"k{new}", f"k{current}")
+            ]
+            _multi(pipe)
+            if stale:
+                pipe.hdel(self.keys.relay_keys(), *stale)
+            pipe.hset(self.keys.relay_keys(), mapping={f"k{new}": secrets.token_hex(32), "current": str(new)})
+            self._bump(pipe, RELAY_KEYS_NOTICE)
+            result.append(new)
+            change = Change("relay_key", current or None, new)
+            return (AuditEvent(_now(), actor, "relay-key", "", (), (change,)),)
+
+        await self._transact(write, self.keys.relay_keys())
+        return result[0]
 
     async def legacy_relay(self, relay_id: str) -> LegacyRelay | None:
         """A relay id handed out by release 0.1 (kept in Redis with a TTL), until those expire."""
@@ -413,17 +482,31 @@ class PartyStore:
 
     # -- internals -----------------------------------------------------------------------------------------
 
-    async def _update(self, platform_id: str, change: Callable[[PlatformRecord], PlatformRecord]) -> PlatformRecord:
+    async def _update(
+        self,
+        platform_id: str,
+        change: Callable[[PlatformRecord], PlatformRecord],
+        *,
+        actor: Actor,
+        action: Action,
+    ) -> PlatformRecord:
+        """Read, change and write one platform; nothing is written (or audited) when ``change`` changes nothing."""
         result: list[PlatformRecord] = []
 
-        async def write(pipe: Pipeline) -> None:
+        async def write(pipe: Pipeline) -> Sequence[AuditEvent]:
+            result.clear()
             old = await self._load(pipe, platform_id)
             new = change(old)
+            if new == old:
+                result.append(old)
+                return ()
             _multi(pipe)
             removed = set(old.accept_digests) - set(new.accept_digests)
             if removed:
                 pipe.hdel(self.keys.tokens(), *removed)
-            result.append(self._put(pipe, new, status_changed=new.status is not old.status))
+            stored = self._put(pipe, new, status_changed=new.status is not old.status)
+            result.append(stored)
+            return (platform_event(_now(), actor, action, old, stored),)
 
         await self._transact(write, self.keys.platforms())
         return result[0]
@@ -449,20 +532,28 @@ class PartyStore:
         for info in infos:
             pipe.xadd(self.keys.events(), {"clientinfo": encode_clientinfo(info)}, maxlen=EVENTS_MAXLEN)
 
-    def _bump(self, pipe: Pipeline, platform_id: str) -> None:
+    def _bump(self, pipe: Pipeline, notice: str) -> None:
         """Every write: one version step and a notice ``platform_id|version`` (registry/snapshot.py)."""
-        pipe.eval(_BUMP_SCRIPT, 2, self.keys.version(), self.keys.changes(), platform_id)
+        pipe.eval(_BUMP_SCRIPT, 2, self.keys.version(), self.keys.changes(), notice)
 
-    async def _transact(self, write: Callable[[Pipeline], Any], *watch: str) -> None:
+    async def _transact(self, write: _Write, *watch: str) -> None:
+        """Run ``write`` under WATCH until it applies; its audit events go into the same MULTI/EXEC and, once
+        applied, to the log. A WatchError (a concurrent write, or a connection lost mid-transaction) re-runs
+        ``write`` from its reads, so a retried transaction never acts on what it read before."""
         for _ in range(_MAX_RETRIES):
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(*watch)
-                    await write(pipe)
+                    events = await write(pipe)
+                    now_ms = int(time.time() * 1000)
+                    for event in events:
+                        stage(pipe, self.keys, event, now_ms=now_ms, retention_seconds=self.retention_seconds)
                     await pipe.execute()
-                    return
                 except WatchError:
                     continue
+            for event in events:
+                log_event(event)
+            return
         raise RegistryError("the registry is too busy; try again")
 
 

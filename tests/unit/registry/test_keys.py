@@ -18,6 +18,8 @@ BUILDERS = (
     "public_url",
     "last_seen",
     "lease",
+    "audit",
+    "trace",
 )
 
 
@@ -40,3 +42,9 @@ def test_default_key_names() -> None:
 def test_different_prefixes_never_share_keys() -> None:
     a, b = RegistryKeys(prefix="test:a:"), RegistryKeys(prefix="test:b:")
     assert {getattr(a, n)() for n in BUILDERS}.isdisjoint({getattr(b, n)() for n in BUILDERS})
+
+
+def test_audit_and_trace_streams_have_their_own_names() -> None:
+    keys = RegistryKeys()
+    assert keys.audit() == "{ocpihub}:audit"
+    assert keys.trace() == "{ocpihub}:trace"
