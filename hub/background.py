@@ -20,6 +20,8 @@ from hub import logs
 from hub.clientinfo import ClientInfoService
 from hub.runtime import Runtime
 from hub.tasks import gather_limited
+from registry.audit import HUB
+from registry.codec import ClientInfo
 from registry.store import REGISTRY_ERRORS
 from routing import errors
 from routing.model import ConnectionStatus
@@ -105,6 +107,7 @@ class Scheduler:
         # the snapshot catches up within a poll interval, so a lagging one only postpones this round.
         if events and self.rt.holder.table.version < await self.rt.store.version():
             return
+        welcomed: set[str] = set()
         for entry_id, info in events:
             # Each push is bounded well inside the lease, and the lease is renewed with every step of the
             # cursor; a failed push is not retried (transport_and_format §4.4) and the cursor moves on. A
@@ -113,9 +116,20 @@ class Scheduler:
                 self.rt.leader = False
                 return
             await self.clientinfo.push(info, timeout=self.push_timeout)
+            self._welcome(entry_id, info, welcomed)
             if not await self.rt.store.advance_cursor(self.owner, entry_id, self.ttl_ms):
                 self.rt.leader = False  # lost the lease mid-way: the new holder continues from the cursor
                 return
+
+    def _welcome(self, entry_id: str, info: ClientInfo, welcomed: set[str]) -> None:
+        """A platform that has just become CONNECTED — by its own credentials POST or PUT, by ``registry connect``
+        or by ``resume`` — gets the ClientInfo of every other party (once per platform and round)."""
+        if info.status is not ConnectionStatus.CONNECTED:
+            return
+        platform = self.rt.holder.table.parties.get(info.party)
+        if platform is not None and platform.id not in welcomed:
+            welcomed.add(platform.id)
+            self.clientinfo.welcome(platform.id, entry_id)
 
     async def _check_liveness(self) -> None:
         now = time.time()
@@ -128,7 +142,7 @@ class Scheduler:
             record_since = platform.status_since
             last = seen.get(platform.id, 0.0)
             if platform.status is ConnectionStatus.OFFLINE and last > record_since:
-                await self.rt.store.set_liveness(platform.id, True)  # traffic is a sign of life
+                await self.rt.store.set_liveness(platform.id, True, actor=HUB)  # traffic is a sign of life
             elif now - max(last, record_since) >= interval:
                 probes.append(self._probe(platform))
         if probes:
@@ -147,5 +161,5 @@ class Scheduler:
         self.rt.metrics.checks["ok" if alive else "error"].inc()
         if alive:
             await self.rt.store.touch({platform.id: time.time()})
-        await self.rt.store.set_liveness(platform.id, alive)
+        await self.rt.store.set_liveness(platform.id, alive, actor=HUB)
         log.info("liveness check", extra={"event": "liveness", "platform": platform.id, "alive": alive})

@@ -3,7 +3,8 @@
 Owns: the paginated list (date_from inclusive, date_to exclusive, offset, limit, X-Total-Count, X-Limit, Link;
 transport_and_format §4.1.4.1), pushing one ClientInfo to every other connected party with a hubclientinfo
 Receiver endpoint (PUT ``/{country_code}/{party_id}``), and the welcome push of the whole list to a party that
-has just registered (digest §3.3 GAP: push, so nobody depends on a pull).
+has just become CONNECTED by any path — the scheduler calls ``welcome`` (digest §3.3 GAP: push, so nobody
+depends on a pull).
 Must not: decide statuses (registry/store.py records them) or run outside the scheduler's lease for pushes
 triggered by status changes (hub/background.py calls ``push``).
 """
@@ -33,6 +34,8 @@ log = logging.getLogger("ocpihub.clientinfo")
 #: The most ClientInfo objects one page holds (X-Limit).
 MAX_LIMIT: Final = 100
 PUSH_CONCURRENCY: Final = 16
+#: Change events read past a newcomer's own one (their parties get their own push, not a welcome copy).
+WELCOME_LOOKAHEAD: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,16 +94,21 @@ class ClientInfoService:
         jobs = [self._put(platform, endpoint, info, timeout) for platform, endpoint in targets]
         await gather_limited(max(len(jobs), 1), jobs)
 
-    def welcome(self, platform_id: str) -> None:
-        """Push the current list to a party that has just registered."""
-        self.rt.tasks.spawn(f"welcome:{platform_id}", self._welcome(platform_id))
+    def welcome(self, platform_id: str, event_id: str) -> None:
+        """Push the list to a platform that became CONNECTED with the change event ``event_id``."""
+        self.rt.tasks.spawn(f"welcome:{platform_id}", self._welcome(platform_id, event_id))
 
-    async def _welcome(self, platform_id: str) -> None:
+    async def _welcome(self, platform_id: str, event_id: str) -> None:
         platform = self.rt.holder.table.platforms.get(platform_id)
         endpoint = platform.endpoints.get((ModuleID.HUBCLIENTINFO, InterfaceRole.RECEIVER)) if platform else None
         if platform is None or endpoint is None:
             return
-        infos = [i for i in await self.rt.store.clientinfos() if i.party not in platform.parties]
+        # The list first, then the changes after the platform's own event: those reach it by their own push
+        # (it is a recipient now), so each ClientInfo is pushed to it once — a change is written to the list and
+        # to the change stream in one transaction, so nothing falls between the two reads.
+        listed = await self.rt.store.clientinfos()
+        later = {info.key for _, info in await self.rt.store.events_after(event_id, count=WELCOME_LOOKAHEAD)}
+        infos = [i for i in listed if i.party not in platform.parties and i.key not in later]
         timeout = self.rt.settings.forward_timeout
         await gather_limited(PUSH_CONCURRENCY, [self._put(platform, endpoint, info, timeout) for info in infos])
 

@@ -127,8 +127,6 @@ class ControlPlane:
                     "parties": [str(r) for r in record.roles],
                 },
             )
-            if request.method == "POST":
-                services.clientinfo.welcome(record.id)
             return self._ok(request, answer)
         except errors.OcpiError as error:
             log.info(

@@ -33,6 +33,7 @@ HTTP_STATUS: Final[Mapping[type[errors.OcpiError], int]] = {
     errors.NotFoundError: 404,
     errors.UnknownObjectError: 404,
     errors.MethodNotAllowedError: 405,
+    errors.RateLimitedError: 429,
     errors.ServerError: 500,
     errors.ClientApiError: 200,
     errors.UnsupportedVersionError: 200,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Coroutine
 from typing import Any, Final
@@ -34,7 +35,8 @@ from routing.model import FUNCTIONAL_MODULES, InterfaceRole, ModuleID, PartyKey
 from routing.openroute import Named, destination, learned
 from routing.outcome import Outcome
 from routing.paths import join_url
-from routing.table import Broadcast, Direct
+from routing.ratelimit import Limiter
+from routing.table import Broadcast, Caller, Direct
 
 log = logging.getLogger("ocpihub.access")
 
@@ -159,6 +161,7 @@ class Proxy:
         self.hub_from = h.from_headers(rt.hub)
         self.timeouts = {m: rt.settings.timeout_for(m.value) for m in FUNCTIONAL_MODULES}
         self.max_body = rt.settings.max_body_size
+        self.limiter = Limiter()
         self.buffered_answer = rt.settings.max_buffered_answer
 
     # -- entry points --------------------------------------------------------------------------------------
@@ -201,6 +204,7 @@ class Proxy:
     ) -> None:
         parsed = self._begin(ex, scope)
         decision = decide(self.rt.holder.table, parsed, module, role, ex.method, suffix, ex)
+        self._limit(decision.caller)
         query: bytes = scope["query_string"]
         if isinstance(decision, Broadcast):
             await self._broadcast(ex, scope, receive, send, decision, parsed, module, suffix)
@@ -281,6 +285,7 @@ class Proxy:
         parsed = self._begin(ex, scope)
         grant = await self.relays.read(rest)
         route = decide_relay(self.rt.holder.table, parsed, grant, ex)
+        self._limit(route.caller)
         module = grant.module if grant is not None else ModuleID.CDRS  # decide_relay refused a missing grant
         body = await read_body(receive, parsed.content_length, self.max_body)
         query: bytes = scope["query_string"]
@@ -289,6 +294,12 @@ class Proxy:
         await self._forward(ex, scope, send, route, module, None, url, out, body, query)
 
     # -- steps ---------------------------------------------------------------------------------------------
+
+    def _limit(self, caller: Caller) -> None:
+        """The operator's per-platform rate limit (HTTP 429 past it); one attribute test for everyone else."""
+        limit = caller.platform.rate_limit
+        if limit is not None:
+            self.limiter.admit(caller.platform.id, limit, time.monotonic())
 
     def _begin(self, ex: Exchange, scope: Scope) -> h.RequestHeaders:
         parsed = h.read_request_headers(scope["headers"])
@@ -432,7 +443,10 @@ class Proxy:
             return
         status, body = render_error(error)
         ex.status = status
-        await send_bytes(send, status, body, self._own_headers(ex))
+        headers = self._own_headers(ex)
+        if isinstance(error, errors.RateLimitedError):
+            headers.append((b"retry-after", str(max(1, math.ceil(error.retry_after))).encode()))
+        await send_bytes(send, status, body, headers)
 
     def _account(self, ex: Exchange) -> None:
         elapsed = time.perf_counter() - ex.start

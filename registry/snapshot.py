@@ -43,10 +43,13 @@ _KEYS = {(m.value, r.value): (m, r) for m in ModuleID for r in InterfaceRole}
 
 def build_platform(record: PlatformRecord) -> Platform:
     endpoints = {}
-    for e in record.endpoints:
-        key = _KEYS.get((e.identifier, e.role))
+    # The operator's overrides come last: they win over what the party published (ocpi-hub registry endpoint).
+    for e in (*record.endpoints, *record.endpoint_overrides):
+        # Liberal in what is accepted: "Locations"/"sender" name the same interface as "locations"/"SENDER".
+        key = _KEYS.get((e.identifier.lower(), e.role.upper()))
         if key is not None:
             endpoints[key] = e.url
+    limit = record.rate_limit
     auth = authorization_value(record.token_b, record.token_form is TokenForm.BASE64) if record.token_b else b""
     return Platform(
         id=record.id,
@@ -58,6 +61,7 @@ def build_platform(record: PlatformRecord) -> Platform:
         versions_url=record.versions_url,
         registered=record.registered,
         status_since=parse_datetime(record.status_since).timestamp(),
+        rate_limit=None if limit is None else (float(limit.rps), limit.burst),
         digests=tuple(bytes.fromhex(d) for d in record.accept_digests),
     )
 

@@ -77,6 +77,16 @@ class UnknownTokenError(UnknownObjectError):
     ocpi_status = 2004
 
 
+class RateLimitedError(ClientError):
+    """HTTP 429 with Retry-After: the platform is over the rate limit the operator set for it."""
+
+    outcome = Outcome.RATE_LIMITED
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class MethodNotAllowedError(ClientError):
     """HTTP 405: e.g. credentials POST by a registered platform (credentials §7.2)."""
 

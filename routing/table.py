@@ -82,6 +82,8 @@ class Platform:
     status_since: float = 0.0
     #: SHA-256 digests of the tokens the hub accepts from it (for patching the token index on a change).
     digests: tuple[bytes, ...] = ()
+    #: The operator's rate limit for its requests: (requests per second, burst), or None.
+    rate_limit: tuple[float, int] | None = None
     parties: frozenset[PartyKey] = field(init=False)
     #: host[:port] (lower case) of every URL it registered → the scheme it registered there: where URLs it hands
     #: out may point, and how the hub calls them.
@@ -173,6 +175,7 @@ class Recipient:
 class Broadcast:
     """Fan a push out to every relevant connected party (§4.1.8.3)."""
 
+    caller: Caller
     recipients: tuple[Recipient, ...]
 
 
@@ -348,4 +351,4 @@ class RoutingTable:
                 if party_role.role in audience and party_role.party not in seen:
                     seen.add(party_role.party)
                     recipients.append(Recipient(platform, party_role.party, endpoint))
-        return Broadcast(tuple(recipients))
+        return Broadcast(caller, tuple(recipients))

@@ -192,3 +192,37 @@ async def test_lease_take_over_pushes_each_change_once(
         await asyncio.sleep(1.0)  # any duplicate would have come by now
         assert statuses(observer, "NL:AAA:CPO") == ["PLANNED", "SUSPENDED"]
         assert statuses(observer, "NL:BBB:CPO") == ["PLANNED"]
+
+
+async def test_every_path_to_connected_gets_the_list(
+    hub: RunningHub, store: PartyStore, observer: FakeParty, redis_url: str
+) -> None:
+    """A platform registered by the hub (``registry connect``) or resumed hears of everyone already there, and
+    everyone hears of it (issue: real third-party parties; the list used to follow only a party's own POST)."""
+    async with FakeParty([("DE", "HIC", "CPO")], name="hub-initiated").running() as party:
+        connected = await run_ocpi_hub(
+            "registry",
+            "--redis-url",
+            redis_url,
+            "--public-url",
+            hub.base_url,
+            "connect",
+            "--versions-url",
+            party.versions_url,
+            "--token-a",
+            party.token_a_for_hub,
+            "--party",
+            "DE:HIC:CPO",
+            env=hub_env(key_prefix=store.keys.prefix),
+        )
+        assert connected.returncode == 0, str(connected)
+        await wait_until(lambda: "BE:OBS:EMSP" in party.clientinfo, 5, "the list for the hub-initiated platform")
+        assert party.clientinfo["BE:OBS:EMSP"]["status"] == "CONNECTED"
+        await wait_until(lambda: "DE:HIC:CPO" in observer.clientinfo, 5, "the news for the others")
+        # Resumed after a suspension: the list again (it may have missed changes meanwhile).
+        record = await store.find(PartyKey("DE", "HIC"))
+        await store.suspend(record.id, actor=TEST_ACTOR)
+        await wait_until(lambda: observer.clientinfo["DE:HIC:CPO"]["status"] == "SUSPENDED", 5, "the suspension")
+        party.clientinfo.clear()
+        await store.resume(record.id, actor=TEST_ACTOR)
+        await wait_until(lambda: "BE:OBS:EMSP" in party.clientinfo, 5, "the list after resume")

@@ -76,6 +76,7 @@ STATUSES: list[tuple[type[errors.OcpiError], int, int]] = [
     (errors.UnknownObjectError, 404, 2000),
     (errors.UnknownLocationError, 404, 2003),
     (errors.UnknownTokenError, 404, 2004),
+    (errors.RateLimitedError, 429, 2000),
     (errors.ServerError, 500, 3000),
     (errors.ClientApiError, 200, 3001),
     (errors.UnsupportedVersionError, 200, 3002),
@@ -94,7 +95,7 @@ STATUSES: list[tuple[type[errors.OcpiError], int, int]] = [
 
 @pytest.mark.parametrize(("error_class", "status", "ocpi_status"), STATUSES)
 def test_error_statuses(error_class: type[errors.OcpiError], status: int, ocpi_status: int) -> None:
-    error = error_class("boom")
+    error = errors.RateLimitedError("boom", 1.0) if error_class is errors.RateLimitedError else error_class("boom")
     assert http_status(error) == status
     assert error.ocpi_status == ocpi_status
     http, raw = render_error(error)

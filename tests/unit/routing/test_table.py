@@ -393,7 +393,7 @@ def test_broadcast_with_no_connected_audience_is_empty() -> None:
         "PUT",
         own(PartyKey("NL", "CPO")),
     )
-    assert decision == Broadcast(())
+    assert decision.recipients == ()
 
 
 @pytest.mark.parametrize("method", ["GET", "DELETE", "HEAD", "OPTIONS", "post"])
