@@ -1,8 +1,9 @@
 """JSON log lines: one per routed request and per control-plane event, keyed by X-Correlation-ID.
 
-Owns: the formatter and the logging set-up of a hub process. Fields come from ``extra=`` (or, for names that
-LogRecord reserves such as ``module``, from ``extra={"fields": {...}}``); a token or a body is never passed in,
-so it can never be printed.
+Owns: the formatter and the logging set-up of a hub process, and the "hub ready" line (``ready()``, called once
+the server listens). Fields come from ``extra=`` (or, for names that LogRecord reserves such as ``module``, from
+``extra={"fields": {...}}``); a token or a body is never passed in, so it can never be printed. Lines carry no
+terminal colours: uvicorn's ``color_message`` field is dropped and ANSI escapes are removed from text.
 Must not: be called with f-strings on the hot path (the formatter does the work only when a line is emitted).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -18,6 +20,12 @@ from typing import Any, Final
 import orjson
 
 _STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+#: Fields other libraries attach that a JSON line must not carry: uvicorn's copy of the message with terminal colours.
+_DROPPED: Final = frozenset({"color_message"})
+#: ANSI escape sequences (CSI … final byte, and two-byte ESC sequences): colours a library put in a message.
+_ANSI: Final = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
+
+log = logging.getLogger("ocpihub.server")
 
 
 class _Clock:
@@ -43,7 +51,7 @@ class JsonFormatter(logging.Formatter):
             "time": _Clock.format(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _plain(record.getMessage()),
         }
         fields = record.__dict__.get("fields")
         if isinstance(fields, dict):
@@ -51,11 +59,16 @@ class JsonFormatter(logging.Formatter):
             line.update(fields)
         else:
             for key, value in record.__dict__.items():
-                if key not in _STANDARD:
-                    line[key] = value
+                if key not in _STANDARD and key not in _DROPPED:
+                    line[key] = _plain(value) if isinstance(value, str) else value
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = _plain(self.formatException(record.exc_info))
         return orjson.dumps(line, default=str).decode()
+
+
+def _plain(text: str) -> str:
+    """``text`` without ANSI escapes (the check first: almost no line has one)."""
+    return _ANSI.sub("", text) if "\x1b" in text else text
 
 
 class BatchingHandler(logging.Handler):
@@ -119,6 +132,13 @@ def event(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
         handlers[0].append(orjson.dumps(line, default=str).decode())
     else:
         logger.info(message, extra={"fields": fields})
+
+
+def ready(port: int, admin_port: int | None) -> None:
+    """The "hub ready" line: call it once the server listens (its startup-complete point), not before, so that a
+    supervisor or an operator reading the log can trust it. Written at once, not with the next batch."""
+    log.info("hub ready", extra={"event": "ready", "port": port, "admin_port": admin_port})
+    flush()
 
 
 def flush() -> None:

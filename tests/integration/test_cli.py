@@ -8,6 +8,7 @@ reason on bad input and changes nothing; a change reaches every running hub with
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pty
 import re
@@ -33,6 +34,7 @@ from tests.support.processes import (
     Completed,
     embedded_redis_pid,
     hub_env,
+    hub_process,
     ocpi_hub_executable,
     pid_alive,
     poll,
@@ -844,3 +846,20 @@ async def test_a_registry_command_leaves_an_embedded_redis_that_others_use_runni
     finally:
         embedded.close()
     assert embedded_redis_pid(data) is None
+
+
+# -- serve's log lines ----------------------------------------------------------------------------------------------
+
+
+async def test_serve_logs_plain_json_lines_without_colours(tmp_path: Path, redis_url: str, keys: RegistryKeys) -> None:
+    log = tmp_path / "hub.log"
+    env = hub_env(key_prefix=keys.prefix)
+    async with hub_process("--redis-url", redis_url, port=free_port(), env=env, log=log, cwd=tmp_path) as running:
+        await running.wait_ready()
+        assert await running.stop() == 0
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    assert any("uvicorn" in line for line in lines), lines  # uvicorn's own lines went through the formatter
+    for line in lines:
+        entry = json.loads(line)  # every line is one JSON object
+        assert "color_message" not in entry, line
+        assert "\x1b" not in line and "\\u001b" not in line, line
