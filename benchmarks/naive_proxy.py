@@ -1,7 +1,9 @@
 """The naive reference proxy of the benchmarks issue: Starlette + one shared aiohttp ClientSession, ~40 lines.
 
-It forwards every request to one upstream with the same path, method, headers and body. No routing, no
-registry, no checks: the floor any hub must beat. Run: ``python -m benchmarks.naive_proxy PORT UPSTREAM [WORKERS]``.
+It forwards every request to one upstream with the same path, query, method, headers and body, and answers
+with the upstream's body, Content-Type and pagination headers (Link, X-Total-Count, X-Limit, untouched: the
+Link still points at the upstream). No routing, no registry, no checks: the floor any hub must beat.
+Run: ``python -m benchmarks.naive_proxy PORT UPSTREAM [WORKERS]``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from starlette.routing import Route
 
 UPSTREAM = sys.argv[2] if len(sys.argv) > 2 else "http://127.0.0.1:9000"
 HOP = {"host", "content-length", "connection", "transfer-encoding"}
+PASSED = ("content-type", "link", "x-total-count", "x-limit")
 session: aiohttp.ClientSession | None = None
 
 
@@ -33,11 +36,12 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
 async def proxy(request: Request) -> Response:
     assert session is not None
     headers = {k: v for k, v in request.headers.items() if k not in HOP}
-    async with session.request(
-        request.method, UPSTREAM + request.url.path, headers=headers, data=await request.body()
-    ) as upstream:
+    query = request.url.query
+    url = UPSTREAM + request.url.path + (f"?{query}" if query else "")
+    async with session.request(request.method, url, headers=headers, data=await request.body()) as upstream:
         body = await upstream.read()
-        return Response(body, status_code=upstream.status, headers={"content-type": upstream.headers["content-type"]})
+        passed = {name: upstream.headers[name] for name in PASSED if name in upstream.headers}
+        return Response(body, status_code=upstream.status, headers=passed)
 
 
 app = Starlette(
