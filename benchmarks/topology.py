@@ -1,5 +1,6 @@
 """The end-to-end benchmark topology on loopback: a private redis-server, fast stub parties, and hub or naive
-proxy processes, with a CPO and an eMSP registered through the real credentials handshake.
+proxy processes, with a CPO (NL/CPO) and an eMSP (BE/EMP) registered through the real credentials handshake;
+and ``RedisMeter``, which counts the commands a hub sends its Redis, per command (INFO commandstats).
 
 Every process is started here and stopped by its PID.
 """
@@ -15,11 +16,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final
 
 import httpx
 from redis.asyncio import Redis
 
+from registry.audit import Actor
 from registry.keys import RegistryKeys
 from registry.store import PartyStore
 from routing.model import PartyRole
@@ -27,7 +30,13 @@ from tests.support.fake_party import FakeParty, token_header
 from tests.support.processes import hub_env, ocpi_hub_executable
 from tests.support.redis_server import free_port, running_redis
 
+#: Who the test's registry changes are made by (audit events name an actor).
+TEST_ACTOR = Actor.cli("test", "localhost")
+
 PYTHON = sys.executable
+CPO: Final = ("NL", "CPO")
+EMSP: Final = ("BE", "EMP")
+HUB: Final = ("ZZ", "HUB")
 
 
 @contextmanager
@@ -85,16 +94,70 @@ class Routed:
     emsp_token: str
     cpo_token: str
     redis_url: str
+    #: The hub's OCPI_HUB_KEY_PREFIX (its registry, store of broadcast data and owner index live under it).
+    key_prefix: str
 
 
-async def redis_calls(routed: Routed) -> int:
-    """Commands the registry's Redis has processed so far (to show the hot path sends it none)."""
-    redis = Redis.from_url(routed.redis_url)
-    try:
-        stats = await redis.info("stats")
-    finally:
-        await redis.aclose()
-    return int(stats["total_commands_processed"])
+def routed_headers(token: str, to: tuple[str, str] | None, sender: tuple[str, str]) -> dict[str, str]:
+    """A party's request headers through the hub; ``to=None`` leaves OCPI-to-* out (open routing)."""
+    headers = {
+        "Authorization": token_header(token),
+        "OCPI-from-country-code": sender[0],
+        "OCPI-from-party-id": sender[1],
+        "X-Request-ID": "bench-request",
+        "X-Correlation-ID": "bench-correlation",
+        "Content-Type": "application/json",
+    }
+    if to is not None:
+        headers["OCPI-to-country-code"] = to[0]
+        headers["OCPI-to-party-id"] = to[1]
+    return headers
+
+
+@dataclass
+class RedisMeter:
+    """Commands one hub's Redis processes, per command, beyond the background rate measured while idle.
+
+    The hub has that Redis to itself (``hub`` starts a private redis-server per hub), so every command counted
+    is the hub's (snapshot polls, lease, liveness, batched writes). The meter's own reading is one INFO, which
+    Redis counts by the next reading: one INFO less per interval. Its connection is made before the first.
+    """
+
+    url: str
+    idle_per_s: dict[str, float] = field(default_factory=dict)
+    _redis: Redis | None = None
+
+    async def calls(self) -> dict[str, int]:
+        """Calls so far, by lower-case command name (INFO commandstats)."""
+        if self._redis is None:
+            self._redis = Redis.from_url(self.url)
+        stats = await self._redis.info("commandstats")
+        return {
+            str(name).removeprefix("cmdstat_").lower(): int(value["calls"])
+            for name, value in stats.items()
+            if isinstance(value, dict)
+        }
+
+    def set_idle(self, before: dict[str, int], after: dict[str, int], seconds: float) -> None:
+        self.idle_per_s = {k: v / seconds for k, v in _delta(before, after).items()}
+
+    def beyond_idle(self, before: dict[str, int], after: dict[str, int], seconds: float) -> dict[str, float]:
+        """Commands between two readings ``seconds`` apart, less what the idle rate accounts for."""
+        seen = _delta(before, after)
+        names = set(seen) | set(self.idle_per_s)
+        return {k: seen.get(k, 0) - self.idle_per_s.get(k, 0.0) * seconds for k in names}
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Calls between two readings, less the one INFO of the earlier reading."""
+    seen = {k: v - before.get(k, 0) for k, v in after.items()}
+    seen["info"] = seen.get("info", 0) - 1
+    return {k: v for k, v in seen.items() if v}
 
 
 @contextmanager
@@ -125,15 +188,17 @@ async def hub(stub_port: int, workers: int = 1, redis_url: str | None = None, **
         redis = Redis.from_url(url)
         store = PartyStore(redis, RegistryKeys(prefix))
         stub_base = f"http://127.0.0.1:{stub_port}"
-        cpo = FakeParty([("NL", "CPO", "CPO")], name="cpo", module_base=stub_base)
-        emsp = FakeParty([("BE", "EMP", "EMSP")], name="emsp", module_base=stub_base)
+        cpo = FakeParty([(*CPO, "CPO")], name="cpo", module_base=stub_base)
+        emsp = FakeParty([(*EMSP, "EMSP")], name="emsp", module_base=stub_base)
         args = ("serve", "--redis-url", url, "--port", str(port), "--workers", str(workers))
         with process(_ocpi_hub(), *args, env=env) as child:
             await wait_http(f"http://127.0.0.1:{port}/readyz")
             async with cpo.running(), emsp.running():
                 for party in (cpo, emsp):
                     cc, pid, role = party.roles[0]
-                    _, token_a = await store.declare([PartyRole.parse(f"{cc}:{pid}:{role}")], party.name)
+                    _, token_a = await store.declare(
+                        [PartyRole.parse(f"{cc}:{pid}:{role}")], party.name, actor=TEST_ACTOR
+                    )
                     await wait_http(
                         f"http://127.0.0.1:{port}/ocpi/versions", headers={"Authorization": token_header(token_a)}
                     )
@@ -143,7 +208,7 @@ async def hub(stub_port: int, workers: int = 1, redis_url: str | None = None, **
                         raise RuntimeError(f"registration failed: {reply.text}")
             pids = [child.pid, *_children(child.pid)]
             try:
-                yield Routed(f"http://127.0.0.1:{port}", pids, emsp.hub_token, cpo.hub_token, url)
+                yield Routed(f"http://127.0.0.1:{port}", pids, emsp.hub_token, cpo.hub_token, url, prefix)
             finally:
                 async for key in redis.scan_iter(match="{" + prefix.rstrip(":") + "}:*"):
                     await redis.delete(key)
