@@ -10,7 +10,8 @@ BE/EMP, whose module endpoints are the fast stub party):
     eMSP (the stub answers the copy): 1 recipient, so the fan-out does not dominate. Objects stored per second =
     ``count`` / the time from the first PUT until ``ObjectStore.counts()`` (polled every 5 ms on the hub's Redis)
     holds them all. Also reported: pushes answered per second (the pusher's pace: where it equals the stored
-    rate, the sender is the bound) and the hub's CPU per stored object (psutil, hub processes only).
+    rate, the sender is the bound) and the hub's CPU per stored object (psutil, hub processes only). A first
+    batch of a tenth as many pushes warms the hub up (connections, scripts) and is not counted.
 (b) GET All: the store is topped up to ``store_size`` Locations in-process with ``ObjectStore.apply`` (the code
     the hub runs for a push); the eMSP GETs ``/ocpi/2.2.1/sender/locations?offset={store_size / 2}&limit=100``
     with OCPI-to = ZZ/HUB, which the hub answers from its store (100 stored objects, byte for byte);
@@ -315,8 +316,10 @@ async def prepare(routed: Routed, *, smoke: bool, repeats: int, connections: int
     """(a) ``repeats`` apply-rate runs (medians), then the store topped up for (b) and TOK1 broadcast for (c)."""
     size = SMOKE_STORE_SIZE if smoke else STORE_SIZE
     pushes = SMOKE_APPLY_PUSHES if smoke else APPLY_PUSHES
+    warmup = pushes // 10
     async with hub_store(routed) as store:
-        runs = [await apply_rate(routed, store, n * pushes, pushes, connections) for n in range(repeats)]
+        await apply_rate(routed, store, 0, warmup, connections)
+        runs = [await apply_rate(routed, store, warmup + n * pushes, pushes, connections) for n in range(repeats)]
         have = (await store.counts())[ModuleID.LOCATIONS.value]
         started = time.perf_counter()
         added = await apply_all(store, (location_push(i) for i in range(have, size)), MEMORY_CONCURRENCY)

@@ -20,8 +20,9 @@ hits all scenarios alike:
 - GET All via Hub, a page of 100 from the hub's store of 10,000 Locations (benchmarks/holdings.py, which also
   measures how fast broadcast pushes are stored, before the rounds).
 
-Then, interleaved the same way at 1 connection with half-length runs (latency): direct GET, hub GET, the GET All
-page, and the CPO's authorize of a broadcast token with OCPI-to and open-routed (without it).
+Then, interleaved the same way at 1 connection with quarter-length runs (latency; thousands of requests each):
+direct GET, hub GET, the GET All page, and the CPO's authorize of a broadcast token with OCPI-to and
+open-routed (without it).
 
 Redis: each hub has a private redis-server; ``topology.RedisMeter`` reads INFO commandstats around every hub
 run, subtracts the rate measured while idle, and reports commands per 1k requests, per command. Redis counts
@@ -273,7 +274,7 @@ async def end_to_end(config: Config) -> dict[str, Any]:
                     await measure(config, scenario(HUB_PUT), hub_put, hub1.hub_pids, meter=meter1)
                     await measure(config, scenario(HUB_GET_ALL), prepared.get_all, hub1.hub_pids, meter=meter1)
                 # Latency at one connection: what the hub adds to a request, and what open routing adds to it.
-                short = max(config.seconds / 2, 0.25)
+                short = max(config.seconds / 4, 0.25)
                 latency: list[tuple[str, Request, RedisMeter | None]] = [
                     (DIRECT_GET_1, direct_get, None),
                     (HUB_GET_1, hub_get, meter1),
