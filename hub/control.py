@@ -115,9 +115,7 @@ class ControlPlane:
                 await service.unregister(caller)
                 log.info("unregistered", extra={"event": "unregister", "platform": caller.platform.id})
                 return self._ok(request, None)
-            body = await request.body()
-            if len(body) > services.runtime.settings.max_body_size:
-                raise errors.BodyTooLargeError("request body too large")
+            body = await _read_bounded(request, services.runtime.settings.max_body_size)
             record, answer = await service.register(caller, body, update=request.method == "PUT")
             log.info(
                 "registered",
@@ -182,6 +180,22 @@ class ControlPlane:
     async def _unexpected(self, request: Request, exc: Exception) -> Response:
         log.error("unexpected failure on %s", request.url.path, exc_info=exc)
         return self._error(request, errors.ServerError("internal error"))
+
+
+async def _read_bounded(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it is declared or turns out larger than ``limit``: a 100 MiB credentials
+    PUT is not read into memory before it is refused."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise errors.BodyTooLargeError(f"request body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.BodyTooLargeError(f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class Services:

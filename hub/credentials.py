@@ -10,6 +10,7 @@ Must not: route functional modules, or write Redis except through registry/store
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -17,6 +18,7 @@ from typing import Any, Final
 import orjson
 
 from hub.http.client import JsonReply, Outbound
+from hub.http.policy import NetworkPolicy, PartyUrlError, check_literal, parse_party_url, resolve
 from hub.identity import HubIdentity
 from registry.audit import Actor
 from registry.codec import EndpointRecord, Handshake, PlatformRecord
@@ -26,6 +28,8 @@ from routing.headers import authorization_value
 from routing.model import InterfaceRole, ModuleID, PartyRole, Role, TokenForm
 from routing.paths import VERSION
 from routing.table import Caller, token_digest
+
+log = logging.getLogger("ocpihub.credentials")
 
 #: Endpoints a party must publish for each of its roles, else the registration is refused with 3003.
 #: Every platform implements credentials (§7.2); pull is the mandatory model (transport_and_format §4.1.3),
@@ -117,27 +121,56 @@ def _envelope_data(reply: JsonReply, what: str) -> Any:
     return body["data"]
 
 
-async def fetch_peer(outbound: Outbound, versions_url: str, authorization: bytes, timeout: float) -> PeerDetails:
-    """GET the party's versions, pick 2.2.1, GET its details (credentials §7.1.1 step 4), all within ``timeout``."""
+async def check_party_url(url: str, what: str, policy: NetworkPolicy) -> None:
+    """2001 unless ``url`` is an http(s) URL the hub may call: valid host and port, no control characters, resolving
+    to public addresses only (or the operator's allowed networks). The message says what to fix and never what is
+    listening where: refused, unresolvable and private addresses read alike (hub/http/policy.py)."""
     try:
-        return await _fetch_peer(outbound, versions_url, authorization, timeout)
+        parsed = parse_party_url(url)
+        check_literal(parsed, policy)
+        await resolve(parsed, policy)
+    except PartyUrlError as exc:
+        raise errors.InvalidParametersError(f"{what}: {exc}") from None
+
+
+async def fetch_peer(
+    outbound: Outbound, versions_url: str, authorization: bytes, timeout: float, policy: NetworkPolicy
+) -> PeerDetails:
+    """GET the party's versions, pick 2.2.1, GET its details (credentials §7.1.1 step 4), all within ``timeout``;
+    every URL checked against the party network policy first (2001 naming the one to fix)."""
+    await check_party_url(versions_url, "url (versions)", policy)
+    try:
+        details = await _fetch_peer(outbound, versions_url, authorization, timeout, policy)
     except TimeoutError:
         raise errors.ClientApiError(f"the party's versions and details did not arrive within {timeout:g} s") from None
+    for endpoint in details.endpoints:
+        await check_party_url(endpoint.url, f"endpoint {endpoint.identifier} {endpoint.role}", policy)
+    return details
 
 
-async def _fetch_peer(outbound: Outbound, versions_url: str, authorization: bytes, timeout: float) -> PeerDetails:
+async def _get(outbound: Outbound, url: str, authorization: bytes, timeout: float, what: str) -> JsonReply:
+    try:
+        return await outbound.call_json("GET", url, authorization, timeout=timeout)
+    except errors.ClientApiError as exc:
+        # The operator's log has the cause; the party only learns that the call failed (no port scanning).
+        log.info("credentials: %s not fetched: %s", what, exc.message)
+        raise errors.ClientApiError(f"the hub could not fetch {what} at {url}: no OCPI answer") from None
+
+
+async def _fetch_peer(
+    outbound: Outbound, versions_url: str, authorization: bytes, timeout: float, policy: NetworkPolicy
+) -> PeerDetails:
     async with asyncio.timeout(timeout):
-        versions = _envelope_data(
-            await outbound.call_json("GET", versions_url, authorization, timeout=timeout), "the versions endpoint"
-        )
+        reply = await _get(outbound, versions_url, authorization, timeout, "the versions")
+        versions = _envelope_data(reply, "the versions endpoint")
         if not isinstance(versions, list):
             raise errors.ClientApiError("the versions endpoint did not list versions")
         urls = [v.get("url") for v in versions if isinstance(v, dict) and v.get("version") == VERSION]
         if not urls or not isinstance(urls[0], str):
             raise errors.UnsupportedVersionError(f"the party does not offer OCPI {VERSION}")
-        details = _envelope_data(
-            await outbound.call_json("GET", urls[0], authorization, timeout=timeout), "the version details endpoint"
-        )
+        await check_party_url(urls[0], f"url of version {VERSION}", policy)
+        reply = await _get(outbound, urls[0], authorization, timeout, "the version details")
+        details = _envelope_data(reply, "the version details endpoint")
     raw_endpoints = details.get("endpoints") if isinstance(details, dict) else None
     if not isinstance(raw_endpoints, list):
         raise errors.ClientApiError("the version details have no endpoints")
@@ -151,8 +184,8 @@ async def _fetch_peer(outbound: Outbound, versions_url: str, authorization: byte
 
 def check_endpoints(roles: tuple[PartyRole, ...], details: PeerDetails) -> None:
     """3003 when a role lacks an endpoint it needs (credentials §7.1.6)."""
-    published = {(e.identifier, e.role) for e in details.endpoints}
-    published_modules = {e.identifier for e in details.endpoints}
+    published = {(e.identifier.lower(), e.role.upper()) for e in details.endpoints}
+    published_modules = {e.identifier.lower() for e in details.endpoints}
     for party_role in roles:
         for module, role in REQUIRED_ENDPOINTS.get(party_role.role, DEFAULT_REQUIRED):
             present = module.value in published_modules if role is None else (module.value, role.value) in published
@@ -197,7 +230,7 @@ class CredentialsService:
         _same_roles(caller.platform.roles, offered.roles)
         # Call the party back in the token form it used with us (transport_and_format §4.1.2 NOTE).
         authorization = authorization_value(offered.token, caller.form is TokenForm.BASE64)
-        details = await fetch_peer(self.outbound, offered.url, authorization, self.timeout)
+        details = await fetch_peer(self.outbound, offered.url, authorization, self.timeout, self.outbound.policy)
         check_endpoints(offered.roles, details)
         token_c = new_token()
         try:
@@ -241,11 +274,12 @@ async def connect(
 
     ``outbound`` calls the party (under the party network policy); ``own`` calls the hub's own public URL, which
     the operator configured and may well be a private address (default: ``outbound``)."""
+    await check_party_url(versions_url, "--versions-url", outbound.policy)  # before anything is declared
     record, token_for_party = await store.declare(roles, name, announce=False, actor=actor)
     try:
         await _wait_for_hub(own or outbound, identity, token_for_party, hub_ready_timeout)
         their_a = authorization_value(token_a, True)
-        details = await fetch_peer(outbound, versions_url, their_a, timeout)
+        details = await fetch_peer(outbound, versions_url, their_a, timeout, outbound.policy)
         check_endpoints(roles, details)
         credentials_url = details.url_of(ModuleID.CREDENTIALS)
         if credentials_url is None:
