@@ -17,6 +17,11 @@ the best of several repeats of ``time.perf_counter_ns`` around many iterations, 
   Base64 and hashes with SHA-256 before the cache is filled.
 - steps: each step alone on precomputed inputs, in µs, with the bare loop overhead subtracted.
 
+Also the pagination Link rewrite a paginated GET adds (issue "Paginated lists at full speed"): µs per
+``hub.relay.Relays.link`` on a receiver's usable next-page Link (a signed relay URL: HMAC-SHA256, nothing
+stored), and per ``Relays.missing_link`` on a last page that carries X-Total-Count but no Link, for an answer of
+10 small Locations (benchmarks/stub_party.py), best of several repeats. The store it is given is never used.
+
 Also checks that the decision path does no I/O: one cold and one warm pass run under a ``sys.audit`` hook and
 a ``sys.setprofile`` hook that sees every C call (so a write on an already-open socket is caught too). Any
 file, socket, select or subprocess call raises ``RuntimeError``; ``os.urandom`` (a getrandom(2) syscall, not
@@ -41,16 +46,23 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Final
 
+import orjson
+from redis.asyncio import Redis
+
+from benchmarks.stub_party import small_location
 from hub.ids import new_request_id
 from hub.proxy import outbound_headers
+from hub.relay import Relays
 from registry.codec import EndpointRecord, PlatformRecord, encode_platform
+from registry.keys import RegistryKeys
 from registry.snapshot import build_batch
+from registry.store import PartyStore
 from routing import decision
 from routing.datetimes import format_datetime
 from routing.headers import AUTHORIZATION, X_REQUEST_ID, RequestHeaders, parse_authorization, read_request_headers
 from routing.model import ConnectionStatus, InterfaceRole, ModuleID, PartyKey, PartyRole, Role, TokenForm
 from routing.paths import join_url
-from routing.table import Caller, Direct, Platform, RoutingTable, token_digest
+from routing.table import Caller, Direct, Platform, RoutingTable, SigningKeys, token_digest
 
 HUB: Final = PartyKey("ZZ", "HUB")
 PLATFORMS: Final = 1_000
@@ -361,6 +373,47 @@ def measure_steps(work: Workload, rounds: int, repeats: int) -> dict[str, float]
     return result
 
 
+# -- the pagination Link rewrite ---------------------------------------------------------------------------------
+
+#: A page as the stub party answers it: 10 small Locations, 10,000 in all.
+_PAGE_ITEMS: Final = 10
+_PAGE_TOTAL: Final = 10_000
+
+
+def measure_relay_link(work: Workload, rounds: int, repeats: int) -> dict[str, float]:
+    """µs per ``Relays.link`` (a usable next-page Link) and per ``Relays.missing_link`` (a last page, no Link)."""
+    table = RoutingTable.build(2, HUB, dict(work.table.platforms), SigningKeys(1, {1: bytes(range(32))}))
+    # Never used: the legacy relay read is the only I/O in Relays, and only reading a relay URL does it.
+    store = PartyStore(Redis(), RegistryKeys())
+    relays = Relays(lambda: table, store, "https://hub.example.com", link_ttl=900, callback_ttl=172_800)
+    parsed = read_request_headers(work.raws[0])
+    caller = table.authenticate_header(parsed.authorization)
+    sender, to_party = parsed.from_party, parsed.to_party
+    if sender is None or to_party is None:
+        raise RuntimeError("a benchmark request names no parties")
+    route = table.resolve(caller, sender, to_party, ModuleID.LOCATIONS, InterfaceRole.SENDER)
+    limit = f"limit={_PAGE_ITEMS}"
+    link = f'<{route.endpoint}?offset={_PAGE_ITEMS}&{limit}>; rel="next"'.encode()
+    body = orjson.dumps({"data": [small_location(i) for i in range(_PAGE_ITEMS)], "status_code": 1000})
+    first, last = f"offset=0&{limit}".encode(), f"offset={_PAGE_TOTAL - _PAGE_ITEMS}&{limit}".encode()
+    if relays.link(link, route, ModuleID.LOCATIONS, InterfaceRole.SENDER, first, _PAGE_TOTAL, body) is None:
+        raise RuntimeError("Relays.link made no relay URL")
+
+    def rewrite() -> None:
+        for _ in range(rounds):
+            relays.link(link, route, ModuleID.LOCATIONS, InterfaceRole.SENDER, first, _PAGE_TOTAL, body)
+
+    def last_page() -> None:
+        for _ in range(rounds):
+            relays.missing_link(route, ModuleID.LOCATIONS, InterfaceRole.SENDER, last, _PAGE_TOTAL, body)
+
+    return {
+        "relay_link_us": round(best_ns(rewrite, repeats) / rounds / 1e3, 3),
+        "missing_link_last_page_us": round(best_ns(last_page, repeats) / rounds / 1e3, 3),
+        "page_body_bytes": len(body),
+    }
+
+
 # -- no I/O on the decision path -----------------------------------------------------------------------------
 
 #: Audit events (PEP 578) that mean I/O or process control.
@@ -490,6 +543,7 @@ def run(smoke: bool = False) -> dict[str, object]:
     work = workload(registry, batch)
     decisions = measure_decisions(work, rounds, repeats)
     steps = measure_steps(work, rounds, repeats)
+    links = measure_relay_link(work, rounds * 100, repeats)
     io = check_no_io(work)
     return {
         "benchmark": "micro",
@@ -502,6 +556,7 @@ def run(smoke: bool = False) -> dict[str, object]:
         "request": f"PUT /ocpi/2.2.1/{ROLE.value.lower()}/{MODULE.value}/CC/PID/SESxxxxxx, {len(work.raws[0])} headers",
         **decisions,
         "steps_us": steps,
+        "pagination_link": links,
         **io,
         "python": sys.version.split()[0],
         "wall_s": round(time.perf_counter() - started, 2),

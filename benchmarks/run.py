@@ -316,7 +316,11 @@ Target = tuple[str, float | str, str, bool | None]
 
 
 def targets(
-    e2e: dict[str, Any], store_memory: dict[str, Any], broadcast: dict[str, Any], scale: dict[str, Any]
+    e2e: dict[str, Any],
+    micro: dict[str, Any],
+    store_memory: dict[str, Any],
+    broadcast: dict[str, Any],
+    scale: dict[str, Any],
 ) -> list[Target]:
     """(figure, value, target, met); met None for information only."""
     s: dict[str, Scenario] = e2e["scenarios"]
@@ -335,6 +339,12 @@ def targets(
         ("hub (1 worker) ÷ naive proxy, routed GET", hub1 / naive, "≥ 2", hub1 / naive >= 2),
         ("hub (1 worker) ÷ naive proxy, paginated GET", page_ratio, "≥ 2", page_ratio >= 2),
         ("hub CPU per paginated GET ÷ per single-object GET", cpu_ratio, "≤ 1.15", cpu_ratio <= 1.15),
+        (
+            "of which the Link rewrite alone, µs per answer (micro: Relays.link)",
+            float(micro["pagination_link"]["relay_link_us"]),
+            "(info)",
+            None,
+        ),
         ("hub (1 worker) ÷ naive proxy, 1.5 KB PUT", s[HUB_PUT].rps / s[NAIVE_PUT].rps, "(info)", None),
         ("hub 2 workers ÷ 1 worker, routed GET", hub2 / hub1, "≥ 1.7", hub2 / hub1 >= 1.7),
         ("hub ÷ direct, routed GET", hub1 / s[DIRECT_GET].rps, "(info)", None),
@@ -455,7 +465,7 @@ def render(
             f"| {name} | {sc.rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu} | {rss} | {busy} | {redis} | {errors} |"
         )
     lines += ["", "## Targets", "", "| figure | value | target | met |", "|---|---:|---|---|"]
-    for label, value, target, met in targets(e2e, store_memory, broadcast, scale):
+    for label, value, target, met in targets(e2e, micro, store_memory, broadcast, scale):
         shown = value if isinstance(value, str) else f"{value:,.2f}"
         lines.append(f"| {label} | {shown} | {target} | {'-' if met is None else 'yes' if met else 'NO'} |")
     lines += [

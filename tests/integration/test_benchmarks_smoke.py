@@ -95,6 +95,9 @@ def test_paginated_lists(results: str) -> None:
     for label in ("hub (1 worker) ÷ naive proxy, paginated GET", "hub CPU per paginated GET"):
         assert number(cells(results, label)[1]) > 0
     assert number(cells(results, "Redis commands per 1k paginated GETs")[1]) >= 0
+    link = json_section(results, "Micro")["pagination_link"]
+    assert link["relay_link_us"] > 0
+    assert link["missing_link_last_page_us"] > 0
 
 
 def test_store_of_broadcast_data(results: str) -> None:
