@@ -137,6 +137,17 @@ class Settings:
         500, "Most objects a page of GET All via Hub holds (X-Limit; at most 1000).", positive=True
     )
     lease_ttl: float = _setting(10.0, "Seconds the scheduler lease lives without renewal.", positive=True)
+    trace_max_records: int = _setting(
+        250_000,
+        "Message-tracking records kept in Redis at most (about 400 bytes each); 0 turns message tracking off.",
+        minimum=0,
+    )
+    trace_max_age: float = _setting(
+        7 * 86_400.0, "Seconds message-tracking records are kept (ocpi-hub trace, registry traffic).", positive=True
+    )
+    audit_retention: float = _setting(
+        365 * 86_400.0, "Seconds registry audit events are kept (ocpi-hub registry history).", positive=True
+    )
     allow_party_networks: tuple[str, ...] = _setting(
         (),
         "Networks (CIDR, repeatable) party URLs may resolve to besides public addresses; loopback, private, "

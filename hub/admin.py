@@ -66,7 +66,8 @@ def admin_app(
         if current is None:
             return Response(b"# the hub is starting\n", status_code=503, media_type="text/plain")
         rt = current.runtime
-        content, content_type = exposition(rt.metrics, rt.holder, rt.outbound, rt.leader)
+        dropped = rt.tracker.dropped if rt.tracker is not None else 0
+        content, content_type = exposition(rt.metrics, rt.holder, rt.outbound, rt.leader, dropped)
         return Response(content, media_type=content_type)
 
     routes: list[BaseRoute] = [

@@ -8,6 +8,7 @@ Must not: hold routing logic (routing/), registry logic (registry/) or endpoint 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -102,6 +103,8 @@ class HubApp:
                 log.warning("registry not reachable at start-up; retrying in the background: %s", exc)
             rt.tasks.supervise("snapshot", rt.holder.run, rt.metrics.restarts_of)
             rt.tasks.supervise("owner-index", rt.learner.run, rt.metrics.restarts_of)
+            if rt.tracker is not None:
+                rt.tasks.supervise("tracker", rt.tracker.run, rt.metrics.restarts_of)
             background.start(rt, clientinfo)
             relays = Relays(
                 lambda: rt.holder.table,
@@ -123,7 +126,8 @@ class HubApp:
                 "hub started",
                 extra={"event": "start", "public_url": settings.base_url, "admin_port": admin.port},
             )
-            logs.flush()  # written at once: operators and scripts wait for this line
+            logs.flush()
+            rt.tasks.spawn("ready", self._announce_ready(settings.host, settings.port, admin.port))
             try:
                 yield
             finally:
@@ -133,11 +137,33 @@ class HubApp:
                 await rt.tasks.drain("broadcast:", settings.drain_time)
                 await background.flush(rt)
                 await rt.learner.flush()
+                if rt.tracker is not None:
+                    await rt.tracker.flush()
                 await rt.tasks.cancel_all()
                 self.proxy = None
                 self.services = None
                 log.info("hub stopped", extra={"event": "stop"})
                 logs.flush()
+
+    async def _announce_ready(self, host: str, port: int, admin_port: int) -> None:
+        """ "hub ready" once the server listens: the lifespan ends before the server binds its socket, so the line
+        waits until a connection to the port is accepted (bounded), then is written at once."""
+        probe = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_WAIT
+        while loop.time() < deadline:
+            try:
+                _, writer = await asyncio.open_connection(probe, port)
+            except OSError:
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            break
+        logs.ready(port, admin_port)
+
+
+#: Longest wait for the server to listen before "hub ready" is written anyway.
+READY_WAIT = 30.0
 
 
 def build_app(settings: Settings, metrics_registry: CollectorRegistry | None = None) -> HubApp:

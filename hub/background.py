@@ -53,7 +53,7 @@ async def _flush_loop(rt: Runtime) -> None:
     while True:
         await asyncio.sleep(FLUSH_INTERVAL)
         await flush(rt)
-        rt.metrics.refresh(rt.holder, rt.outbound, rt.leader)
+        rt.metrics.refresh(rt.holder, rt.outbound, rt.leader, rt.tracker.dropped if rt.tracker else 0)
         logs.flush()
 
 
@@ -162,4 +162,17 @@ class Scheduler:
         if alive:
             await self.rt.store.touch({platform.id: time.time()})
         await self.rt.store.set_liveness(platform.id, alive, actor=HUB)
-        log.info("liveness check", extra={"event": "liveness", "platform": platform.id, "alive": alive})
+        line = logs.event(
+            log,
+            "liveness check",
+            {
+                "event": "liveness",
+                "kind": "liveness",
+                "platform": platform.id,
+                "alive": alive,
+                "method": "GET",
+                "outcome": "ok" if alive else "unreachable",
+            },
+        )
+        if self.rt.tracker is not None:
+            self.rt.tracker.record(line)

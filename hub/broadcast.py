@@ -104,18 +104,25 @@ class Broadcaster:
         except OcpiError:
             outcome = Outcome.ERROR
         self.rt.metrics.deliveries[(module.value, outcome)].inc()
-        logs.event(
+        line = logs.event(
             log,
             "broadcast delivery",
             {
                 "event": "broadcast_delivery",
+                "kind": "broadcast_copy",
                 "correlation_id": push.correlation_id.decode("ascii"),
                 "request_id_out": request_id.decode("ascii"),
+                "from": str(self.rt.hub),
                 "to": str(recipient.party),
+                "platform": recipient.platform.id,
                 "module": module.value,
+                "interface": "RECEIVER",
                 "method": push.method,
+                "path": push.suffix,
                 "status": status,
                 "outcome": outcome.value,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             },
         )
+        if self.rt.tracker is not None:
+            self.rt.tracker.record(line)

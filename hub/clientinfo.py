@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from hub import logs
 from hub.identity import HubIdentity
 from hub.ids import new_request_id
 from hub.runtime import Runtime
@@ -134,15 +135,22 @@ class ClientInfoService:
         except errors.OcpiError:
             outcome = "error"
         self.rt.metrics.pushes[outcome].inc()
-        log.info(
+        line = logs.event(
+            log,
             "clientinfo push",
-            extra={
+            {
                 "event": "clientinfo_push",
+                "kind": "clientinfo_push",
+                "platform": platform.id,
                 "to_platform": platform.id,
                 "about": info.key,
+                "module": "hubclientinfo",
+                "method": "PUT",
                 "status": status,
                 "client_status": info.status.value,
                 "outcome": outcome,
                 "request_id_out": request_id.decode(),
             },
         )
+        if self.rt.tracker is not None:
+            self.rt.tracker.record(line)

@@ -80,18 +80,18 @@ class BatchingHandler(logging.Handler):
         super().__init__()
         self.fd = fd
         self.capacity = capacity
-        self.lines: list[str] = []
+        self.lines: list[bytes] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.lines.append(self.format(record))
+            self.lines.append(self.format(record).encode("utf-8", "replace"))
         except Exception:  # logging must never break a request; the stdlib reports it
             self.handleError(record)
             return
         if len(self.lines) >= self.capacity or record.levelno >= logging.WARNING:
             self.flush()
 
-    def append(self, line: str) -> None:
+    def append(self, line: bytes) -> None:
         self.lines.append(line)
         if len(self.lines) >= self.capacity:
             self.flush()
@@ -102,7 +102,7 @@ class BatchingHandler(logging.Handler):
         self.acquire()
         try:
             lines, self.lines = self.lines, []
-            data = ("\n".join(lines) + "\n").encode("utf-8", "replace")
+            data = b"\n".join(lines) + b"\n"
             while data:
                 written = os.write(self.fd, data)
                 data = data[written:]
@@ -116,22 +116,24 @@ class BatchingHandler(logging.Handler):
         super().close()
 
 
-def event(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
-    """One INFO line per request or delivery, the same JSON the formatter writes.
+def event(logger: logging.Logger, message: str, fields: dict[str, Any]) -> bytes:
+    """One INFO line per request or delivery, the same JSON the formatter writes; returns that line's bytes (message
+    tracking keeps the very same line: hub/tracking.py), built once whether or not INFO is logged.
 
-    When the hub's own batching handler is the only one, the line is built straight from ``fields`` without a
-    LogRecord — these lines are on the hot path. Any other set-up (a test's capture handler, a handler on the
-    logger itself) gets an ordinary record.
+    When the hub's own batching handler is the only one, the line goes straight to it without a LogRecord — these
+    lines are on the hot path. Any other set-up (a test's capture handler, a handler on the logger itself) gets an
+    ordinary record.
     """
-    if not logger.isEnabledFor(logging.INFO):
-        return
-    handlers = logging.root.handlers
-    if len(handlers) == 1 and type(handlers[0]) is BatchingHandler and not logger.handlers:
-        line = {"time": _Clock.format(time.time()), "level": "info", "logger": logger.name, "message": message}
-        line.update(fields)
-        handlers[0].append(orjson.dumps(line, default=str).decode())
-    else:
-        logger.info(message, extra={"fields": fields})
+    line = {"time": _Clock.format(time.time()), "level": "info", "logger": logger.name, "message": message}
+    line.update(fields)
+    raw = orjson.dumps(line, default=str)
+    if logger.isEnabledFor(logging.INFO):
+        handlers = logging.root.handlers
+        if len(handlers) == 1 and type(handlers[0]) is BatchingHandler and not logger.handlers:
+            handlers[0].append(raw)
+        else:
+            logger.info(message, extra={"fields": fields})
+    return raw
 
 
 def ready(port: int, admin_port: int | None) -> None:

@@ -166,7 +166,13 @@ class HubMetrics:
             registry=registry,
             multiprocess_mode="livemax",
         ).labels(build_version(), platform.python_version()).set(1)
+        self.trace_dropped = Counter(
+            "ocpihub_trace_records_dropped_total",
+            "Message-tracking records not kept (too many waiting, or the registry was unreachable).",
+            registry=registry,
+        )
         self._skipped_seen = 0
+        self._dropped_seen = 0
         self._process: _ProcessGauges | None = None
         if self.multiprocess:
             self._process = _ProcessGauges(registry)
@@ -179,7 +185,7 @@ class HubMetrics:
         if counter is not None:
             counter.inc()
 
-    def refresh(self, holder: SnapshotHolder, outbound: Outbound, leader: bool) -> None:
+    def refresh(self, holder: SnapshotHolder, outbound: Outbound, leader: bool, trace_dropped: int = 0) -> None:
         """Set this process's gauges from the snapshot, the pools and the scheduler (cheap: called every second)."""
         table = holder.table
         self.registry_up.set(1 if holder.reachable else 0)
@@ -195,6 +201,9 @@ class HubMetrics:
         if holder.skipped_records > self._skipped_seen:
             self.skipped_records.inc(holder.skipped_records - self._skipped_seen)
             self._skipped_seen = holder.skipped_records
+        if trace_dropped > self._dropped_seen:
+            self.trace_dropped.inc(trace_dropped - self._dropped_seen)
+            self._dropped_seen = trace_dropped
         if self._process is not None:
             self._process.refresh()
 
@@ -262,9 +271,11 @@ def _forget_dead_workers(directory: str) -> None:
             pass  # alive, someone else's
 
 
-def exposition(metrics: HubMetrics, holder: SnapshotHolder, outbound: Outbound, leader: bool) -> tuple[bytes, str]:
+def exposition(
+    metrics: HubMetrics, holder: SnapshotHolder, outbound: Outbound, leader: bool, trace_dropped: int = 0
+) -> tuple[bytes, str]:
     """The /metrics body; with several workers (PROMETHEUS_MULTIPROC_DIR), every worker's figures combined."""
-    metrics.refresh(holder, outbound, leader)
+    metrics.refresh(holder, outbound, leader, trace_dropped)
     registry = metrics.registry
     directory = os.environ.get(_MULTIPROC_ENV)
     if directory is not None and Path(directory).is_dir():

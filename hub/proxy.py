@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from collections.abc import Coroutine
 from typing import Any, Final
@@ -34,8 +35,9 @@ from routing.decision import GetAll, OpenRoute, StoreGet, decide, decide_relay
 from routing.model import FUNCTIONAL_MODULES, InterfaceRole, ModuleID, PartyKey
 from routing.openroute import Named, destination, learned
 from routing.outcome import Outcome
-from routing.paths import join_url
+from routing.paths import RELAY_PREFIX, join_url
 from routing.ratelimit import Limiter
+from routing.relays import TOKEN_LENGTH
 from routing.table import Broadcast, Caller, Direct
 
 log = logging.getLogger("ocpihub.access")
@@ -62,6 +64,8 @@ ANSWER_HEADERS: Final = frozenset(
 CALLBACK_MODULES: Final = frozenset({ModuleID.COMMANDS, ModuleID.CHARGINGPROFILES})
 #: Metric label of requests that arrive on a relay URL.
 RELAY_LABEL: Final = "relay"
+#: This worker, on every log line and trace record (``ocpi-hub trace`` shows which process handled what).
+PID: Final = os.getpid()
 
 
 def outbound_headers(
@@ -78,6 +82,12 @@ def outbound_headers(
     if route.add_from and route.sender is not None:
         out += h.from_headers(route.sender)
     return out
+
+
+def query_keys(query: bytes) -> str:
+    """``?offset=&limit=``: the keys of a query string without its values (which may be personal data)."""
+    keys = [part.split(b"=", 1)[0].decode("latin-1") for part in query.split(b"&") if part]
+    return "?" + "&".join(key + "=" for key in keys) if keys else ""
 
 
 class ClientDisconnectedError(Exception):
@@ -118,6 +128,7 @@ class Exchange:
     """One request's record: what its log line, metrics and error answer need (a ``routing.decision.Trail``)."""
 
     __slots__ = (
+        "client",
         "correlation_id",
         "from_party",
         "interface",
@@ -125,7 +136,9 @@ class Exchange:
         "module",
         "ocpi_status",
         "outcome",
+        "path",
         "platform_id",
+        "query",
         "request_id",
         "request_id_out",
         "start",
@@ -134,10 +147,15 @@ class Exchange:
         "to_party",
     )
 
-    def __init__(self, method: str, module: str, interface: str) -> None:
-        self.method = method
+    def __init__(self, scope: Scope, module: str, interface: str, path: str) -> None:
+        self.method: str = scope["method"]
         self.module = module
         self.interface = interface
+        #: What the log line and the trace record show: the path, the query's keys (never its values), the client.
+        self.path = path
+        self.query: bytes = scope["query_string"]
+        client = scope.get("client")
+        self.client: str | None = client[0] if client else None
         self.platform_id = ""
         self.request_id: bytes = b""
         self.correlation_id: bytes = b""
@@ -169,12 +187,13 @@ class Proxy:
     async def module_request(
         self, scope: Scope, receive: Receive, send: Send, module: ModuleID, role: InterfaceRole, suffix: str
     ) -> None:
-        ex = Exchange(scope["method"], module.value, role.value)
+        ex = Exchange(scope, module.value, role.value, scope["path"])
         await self._run(ex, scope, send, self._route(ex, scope, receive, send, module, role, suffix))
 
     async def relay_request(self, scope: Scope, receive: Receive, send: Send, rest: str) -> None:
         """A rewritten Link / Location / response_url being used: only by the platform it was made for."""
-        ex = Exchange(scope["method"], RELAY_LABEL, "none")
+        # The relay token is a capability: the trail shows the path it leads to, not the token.
+        ex = Exchange(scope, RELAY_LABEL, "none", RELAY_PREFIX + "…" + rest[TOKEN_LENGTH:])
         await self._run(ex, scope, send, self._relay(ex, scope, receive, send, rest))
 
     async def _run(self, ex: Exchange, scope: Scope, send: Send, work: Coroutine[Any, Any, None]) -> None:
@@ -454,22 +473,31 @@ class Proxy:
         if ex.platform_id:
             self.rt.seen[ex.platform_id] = time.time()
         self.rt.metrics.requests[(ex.module, ex.interface, outcome)].inc()
-        logs.event(
+        forwarded = bool(ex.request_id_out)
+        kind = "relay" if ex.module == RELAY_LABEL else "request" if forwarded or outcome is Outcome.OK else "refusal"
+        line = logs.event(
             log,
             "routed",
             {
                 "event": "request",
+                "kind": kind,
                 "correlation_id": ex.correlation_id.decode("ascii", "replace"),
                 "request_id": ex.request_id.decode("ascii", "replace"),
                 "request_id_out": ex.request_id_out.decode("ascii") or None,
                 "from": str(ex.from_party) if ex.from_party else None,
                 "to": str(ex.to_party) if ex.to_party else None,
+                "platform": ex.platform_id or None,
+                "client": ex.client,
                 "module": ex.module,
                 "interface": ex.interface,
                 "method": ex.method,
+                "path": ex.path + query_keys(ex.query) if ex.query else ex.path,
                 "status": ex.status,
                 "ocpi_status": ex.ocpi_status or None,
                 "outcome": outcome.value,
                 "latency_ms": round(elapsed * 1000, 3),
+                "pid": PID,
             },
         )
+        if self.rt.tracker is not None:
+            self.rt.tracker.record(line)

@@ -19,12 +19,14 @@ from hub.http.client import Outbound
 from hub.http.policy import NetworkPolicy
 from hub.metrics import HubMetrics
 from hub.tasks import Tasks
+from hub.tracking import Tracker
 from registry.connection import open_redis
 from registry.keys import RegistryKeys
 from registry.objects import ObjectStore
 from registry.owners import OwnerIndex
 from registry.snapshot import SnapshotHolder
 from registry.store import PartyStore
+from registry.trace import TraceLog
 from routing.model import PartyKey
 
 
@@ -40,6 +42,8 @@ class Runtime:
     base_url: str
     holdings: Holdings
     learner: OwnerLearner
+    #: Message tracking (None when ``trace_max_records`` is 0).
+    tracker: Tracker | None
     #: platform id → epoch seconds of its last request; flushed to Redis by the liveness task.
     seen: dict[str, float] = field(default_factory=dict)
     #: Whether this process holds the scheduler lease (Hub Client Info pushes, liveness checks).
@@ -52,7 +56,10 @@ async def open_runtime(settings: Settings, metrics_registry: CollectorRegistry) 
     async with AsyncExitStack() as stack:
         redis = await stack.enter_async_context(open_redis(settings.redis_url, settings.data_dir))
         keys = RegistryKeys(settings.key_prefix)
-        store = PartyStore(redis, keys)
+        store = PartyStore(redis, keys, retention_seconds=settings.audit_retention)
+        tracker = None
+        if settings.trace_max_records:
+            tracker = Tracker(TraceLog(redis, keys, settings.trace_max_records, settings.trace_max_age))
         hub = PartyKey(settings.country_code, settings.party_id)
         outbound = Outbound(
             max_connections=settings.max_connections,
@@ -80,4 +87,5 @@ async def open_runtime(settings: Settings, metrics_registry: CollectorRegistry) 
             base_url=settings.base_url,
             holdings=holdings,
             learner=OwnerLearner(owners),
+            tracker=tracker,
         )

@@ -32,7 +32,7 @@ WRITE_BATCH: Final = 1_000
 class TraceSink(Protocol):
     """Where batches go (registry/trace.py ``TraceLog``; a list in tests)."""
 
-    async def write(self, records: Sequence[TraceRecord]) -> None: ...
+    async def write(self, records: Sequence[TraceRecord | bytes]) -> None: ...
 
 
 class Tracker:
@@ -42,14 +42,14 @@ class Tracker:
         self.sink = sink
         self.max_pending = max_pending
         self.interval = interval
-        self.pending: list[TraceRecord] = []
+        self.pending: list[TraceRecord | bytes] = []
         #: Records dropped: more than ``max_pending`` waiting, or their batch could not be written.
         self.dropped = 0
         self.written = 0
         self._failing = False
 
-    def record(self, record: TraceRecord) -> None:
-        """Keep one record for the next batch (O(1), never awaits)."""
+    def record(self, record: TraceRecord | bytes) -> None:
+        """Keep one record (or the JSON line the hub logged for it) for the next batch (O(1), never awaits)."""
         if len(self.pending) >= self.max_pending:
             self.dropped += 1
             return

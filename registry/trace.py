@@ -1,39 +1,44 @@
-"""Message tracking storage: one ``TraceRecord`` per request, broadcast copy, relayed call, refusal, Hub Client Info
-push and liveness check, kept in one Redis stream shared by every hub process, so ``ocpi-hub trace ID`` can follow
-a message across all of them and ``ocpi-hub registry traffic`` can sum up a party's recent traffic.
+"""Message tracking storage: one record per request, broadcast copy, relayed call, refusal, Hub Client Info push
+and liveness check, kept in one Redis stream shared by every hub process, so ``ocpi-hub trace ID`` can follow a
+message across all of them and ``ocpi-hub registry traffic`` can sum up a party's recent traffic.
 
-Owns: ``TraceRecord`` and its stream codec, the stream's bounds (MAXLEN ~ count on every XADD, MINID ~ age once
-per batch: whichever trims first), and the bounded newest-first scans behind ``find``, ``journey`` and
-``traffic``.
+Owns: ``TraceRecord`` and its codec, the stream's layout and bounds, and the bounded newest-first scans behind
+``find``, ``journey`` and ``traffic``.
 Must not: be written to from a request (hub/tracking.py batches records off the hot path), or hold a token, a
-body or a query value: ``path`` is stored with its query values dropped (keys kept), whatever the caller passed.
+body or a query value: ``path`` is stored with its query values dropped (keys kept).
 
-Memory, measured on the wheel's Redis 6.2 (a throwaway script writing 100,000 records through ``write`` in batches
-of 1,000: three 32-character hex ids, a 16-character platform id, two parties, a 43-character path, every number
-set): 26.5 MB by the INFO used_memory delta, 28.3 MB by MEMORY USAGE of the stream — about 270 bytes a record,
-most of it the three ids. Every entry has the same fields, so Redis keeps the field names once per stream node, not
-per entry; numbers are stored as integers (milliseconds, microseconds), which listpacks keep as integers. The
-default bound (keys.TRACE_MAX_RECORDS, 250,000 records) is therefore about 70 MB of the registry's Redis.
+Layout. A record is one JSON line — the very line the hub logs for that message (hub/logs.py ``event``), so the
+hot path encodes it once for both. A batch of up to ``LINES_PER_ENTRY`` lines is one stream entry (fields ``n``:
+the count, ``r``: the lines joined by newlines): writing per record cost the hub ~30 µs of redis-py command
+packing a request, a batch entry costs next to nothing per record. Bounds: entries older than ``max_age_seconds``
+are trimmed (XTRIM MINID ~ on every write) and at most ``max_records / LINES_PER_ENTRY`` entries are kept (MAXLEN
+~), so ``max_records`` is an upper bound on what is kept — the age bound is what applies at low traffic.
+
+Memory, measured on the wheel's Redis 6.2 (100,000 access lines of ~380 bytes, written in batches of 500): about
+390 bytes a record (the JSON line plus a little per entry) — 39 MB per 100,000 records; the default bound
+(keys.TRACE_MAX_RECORDS, 250,000 records) is therefore at most about 100 MB of the registry's Redis.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 from urllib.parse import parse_qsl
 
+import orjson
 from redis.asyncio import Redis
-from redis.typing import EncodableT, FieldT
 
 from registry.audit import stream_entries
 from registry.keys import TRACE_MAX_AGE_SECONDS, TRACE_MAX_RECORDS, RegistryKeys
 from routing.model import PartyKey
 
 #: Stream entries read per XREVRANGE call.
-READ_BATCH: Final = 2_000
+READ_BATCH: Final = 20
 #: The most entries one ``find`` or ``traffic`` call looks at (newest first): bounded work for a CLI question.
 SCAN_LIMIT: Final = 500_000
 #: Errors ``traffic`` lists, newest first.
@@ -99,83 +104,73 @@ def strip_query_values(path: str) -> str:
     return head + "?" + "&".join(f"{key}=" for key in keys) if keys else head
 
 
-#: Stream field names, in order. Every entry carries all of them (empty when unset), so Redis keeps the names once
-#: per stream node (the "same fields" flag) instead of once per entry.
-FIELDS: Final = (
-    "time_ms",
-    "kind",
-    "correlation_id",
-    "request_id",
-    "request_id_out",
-    "from",
-    "to",
-    "platform",
-    "module",
-    "interface",
-    "method",
-    "path",
-    "status",
-    "ocpi_status",
-    "outcome",
-    "latency_us",
-    "attempts",
-    "pid",
-)
+#: Lines in one stream entry at most.
+LINES_PER_ENTRY: Final = 500
 
 
-def encode_record(record: TraceRecord) -> dict[FieldT, EncodableT]:
-    return {
-        "time_ms": round(record.time * 1000),
-        "kind": record.kind.value,
-        "correlation_id": record.correlation_id,
-        "request_id": record.request_id,
-        "request_id_out": record.request_id_out,
-        "from": "" if record.from_party is None else str(record.from_party),
-        "to": "" if record.to_party is None else str(record.to_party),
-        "platform": record.platform,
-        "module": record.module,
-        "interface": record.interface,
-        "method": record.method,
-        "path": strip_query_values(record.path),
-        "status": "" if record.status is None else record.status,
-        "ocpi_status": "" if record.ocpi_status is None else record.ocpi_status,
-        "outcome": record.outcome,
-        "latency_us": round(record.latency_ms * 1000),
-        "attempts": record.attempts,
-        "pid": record.pid,
-    }
-
-
-def decode_record(fields: Mapping[bytes, bytes]) -> TraceRecord:
-    text = {k.decode(): v.decode() for k, v in fields.items()}
-    return TraceRecord(
-        time=int(text["time_ms"]) / 1000,
-        kind=TraceKind(text["kind"]),
-        correlation_id=text["correlation_id"],
-        request_id=text["request_id"],
-        request_id_out=text["request_id_out"],
-        from_party=_party(text["from"]),
-        to_party=_party(text["to"]),
-        platform=text["platform"],
-        module=text["module"],
-        interface=text["interface"],
-        method=text["method"],
-        path=text["path"],
-        status=_int_or_none(text["status"]),
-        ocpi_status=_int_or_none(text["ocpi_status"]),
-        outcome=text["outcome"],
-        latency_ms=int(text["latency_us"]) / 1000,
-        attempts=int(text["attempts"]),
-        pid=int(text["pid"]),
+def encode_record(record: TraceRecord) -> bytes:
+    """A record as the JSON line the hub logs for it (hub/proxy.py builds the same keys)."""
+    return orjson.dumps(
+        {
+            "time": datetime.fromtimestamp(record.time, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "kind": record.kind.value,
+            "correlation_id": record.correlation_id,
+            "request_id": record.request_id,
+            "request_id_out": record.request_id_out or None,
+            "from": None if record.from_party is None else str(record.from_party),
+            "to": None if record.to_party is None else str(record.to_party),
+            "platform": record.platform or None,
+            "module": record.module,
+            "interface": record.interface,
+            "method": record.method,
+            "path": strip_query_values(record.path),
+            "status": record.status,
+            "ocpi_status": record.ocpi_status,
+            "outcome": record.outcome,
+            "latency_ms": record.latency_ms,
+            "attempts": record.attempts,
+            "pid": record.pid,
+        }
     )
 
 
-def _party(text: str) -> PartyKey | None:
-    return PartyKey.parse(text) if text else None
+def decode_record(line: bytes) -> TraceRecord | None:
+    """A stored line → TraceRecord; None for a line that is not a trace record."""
+    try:
+        data = orjson.loads(line)
+        moment = datetime.fromisoformat(data["time"]).timestamp()
+        kind = TraceKind(data.get("kind") or "request")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    return TraceRecord(
+        time=moment,
+        kind=kind,
+        correlation_id=data.get("correlation_id") or "",
+        request_id=data.get("request_id") or "",
+        request_id_out=data.get("request_id_out") or "",
+        from_party=_party(data.get("from")),
+        to_party=_party(data.get("to")),
+        platform=data.get("platform") or "",
+        module=data.get("module") or "",
+        interface=data.get("interface") or "",
+        method=data.get("method") or "",
+        path=data.get("path") or "",
+        status=data.get("status"),
+        ocpi_status=data.get("ocpi_status"),
+        outcome=data.get("outcome") or "",
+        latency_ms=float(data.get("latency_ms") or 0.0),
+        attempts=int(data.get("attempts") or 1),
+        pid=int(data.get("pid") or 0),
+    )
 
 
-def _int_or_none(text: str) -> int | None:
-    return int(text) if text else None
+def _party(text: object) -> PartyKey | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return PartyKey.parse(text)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,15 +206,19 @@ class TraceLog:
         self.max_records = max_records
         self.max_age_seconds = max_age_seconds
 
-    async def write(self, records: Sequence[TraceRecord], *, now: float | None = None) -> None:
-        """Append records in one pipeline (one round trip): XADD each with MAXLEN ~, then XTRIM MINID ~."""
+    async def write(self, records: Sequence[TraceRecord | bytes], *, now: float | None = None) -> None:
+        """Append records (lines as the hub logged them, or records to encode) in one pipeline: an entry per
+        ``LINES_PER_ENTRY`` lines with MAXLEN ~, then XTRIM MINID ~ by age."""
         if not records:
             return
+        lines = [r if isinstance(r, bytes) else encode_record(r) for r in records]
         key = self.keys.trace()
+        entries = max(1, self.max_records // LINES_PER_ENTRY)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for record in records:
-                pipe.xadd(key, encode_record(record), maxlen=self.max_records, approximate=True)
-            newest = max(r.time for r in records) if now is None else now
+            for start in range(0, len(lines), LINES_PER_ENTRY):
+                chunk = lines[start : start + LINES_PER_ENTRY]
+                pipe.xadd(key, {"n": len(chunk), "r": b"\n".join(chunk)}, maxlen=entries, approximate=True)
+            newest = time.time() if now is None else now
             pipe.xtrim(key, minid=max(0, int((newest - self.max_age_seconds) * 1000)), approximate=True)
             await pipe.execute()
 
@@ -247,12 +246,12 @@ class TraceLog:
         error_count = 0
         total = 0
         seen = 0
-        async for fields in self._scan(since_ms, scan_limit):
+        async for line in self._scan(since_ms, scan_limit):
             seen += 1
-            if fields.get(b"from") != wanted and fields.get(b"to") != wanted:
+            if wanted not in line:  # bytes first: decoding every line of a long scan would cost most of its time
                 continue
-            record = decode_record(fields)
-            if record.time * 1000 < since_ms:
+            record = decode_record(line)
+            if record is None or record.time * 1000 < since_ms or party not in (record.from_party, record.to_party):
                 continue
             total += 1
             modules[record.module or "-"] += 1
@@ -277,25 +276,31 @@ class TraceLog:
     async def _matching(self, ids: set[str], scan_limit: int) -> list[TraceRecord]:
         wanted = {i.encode() for i in ids if i}
         found: list[TraceRecord] = []
-        async for fields in self._scan(None, scan_limit):
-            # Compare the raw bytes first: decoding every entry of a long scan would cost most of its time.
-            if any(fields.get(name) in wanted for name in (b"correlation_id", b"request_id", b"request_id_out")):
-                found.append(decode_record(fields))
+        async for line in self._scan(None, scan_limit):
+            # Compare the raw bytes first: decoding every line of a long scan would cost most of its time.
+            if any(w in line for w in wanted):
+                record = decode_record(line)
+                if record is not None and ids & {record.correlation_id, record.request_id, record.request_id_out}:
+                    found.append(record)
         found.sort(key=lambda r: r.time)  # newest first from the scan; records of one batch may be out of order
         return found
 
-    async def _scan(self, since_ms: int | None, scan_limit: int) -> AsyncIterator[Mapping[bytes, bytes]]:
-        """Stream entries' fields, newest first, at most ``scan_limit`` of them."""
+    async def _scan(self, since_ms: int | None, scan_limit: int) -> AsyncIterator[bytes]:
+        """Stored lines, newest entry first, at most ``scan_limit`` lines."""
         upper = "+"
         lower = "-" if since_ms is None else str(since_ms)
         seen = 0
         while seen < scan_limit:
-            count = min(READ_BATCH, scan_limit - seen)
-            raw = await self.redis.xrevrange(self.keys.trace(), max=upper, min=lower, count=count)
+            raw = await self.redis.xrevrange(self.keys.trace(), max=upper, min=lower, count=READ_BATCH)
             entries = stream_entries(raw)
             for _, fields in entries:
-                yield fields
-            seen += len(entries)
-            if len(entries) < count:
+                lines = fields.get(b"r", b"").split(b"\n")
+                for line in reversed(lines):
+                    if line:
+                        if seen >= scan_limit:
+                            return
+                        seen += 1
+                        yield line
+            if len(entries) < READ_BATCH:
                 return
             upper = "(" + entries[-1][0]

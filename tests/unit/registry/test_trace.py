@@ -6,7 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from registry.trace import FIELDS, TraceKind, TraceRecord, decode_record, encode_record, strip_query_values
+import orjson
+
+from registry.trace import TraceKind, TraceRecord, decode_record, encode_record, strip_query_values
 from routing.model import PartyKey
 
 RECORD = TraceRecord(
@@ -31,9 +33,9 @@ RECORD = TraceRecord(
 )
 
 
-def stored(record: TraceRecord) -> dict[bytes, bytes]:
-    """What Redis hands back for an entry: every field as bytes."""
-    return {str(k).encode(): str(v).encode() for k, v in encode_record(record).items()}
+def stored(record: TraceRecord) -> bytes:
+    """What Redis hands back: the record's JSON line."""
+    return encode_record(record)
 
 
 @pytest.mark.parametrize(
@@ -48,17 +50,14 @@ def test_round_trip(record: TraceRecord) -> None:
     assert decode_record(stored(record)) == record
 
 
-def test_every_entry_has_the_same_fields_in_the_same_order() -> None:
-    # Redis keeps a stream node's field names once only when every entry has the same ones (memory per record).
-    assert tuple(encode_record(RECORD)) == FIELDS
-    assert tuple(encode_record(TraceRecord(time=0.0, kind=TraceKind.RELAY))) == FIELDS
-
-
-def test_numbers_are_stored_as_integers() -> None:
-    encoded = encode_record(RECORD)
-    assert encoded["time_ms"] == 1_717_000_000_123
-    assert encoded["latency_us"] == 12_345
-    assert all(isinstance(encoded[k], int) for k in ("time_ms", "latency_us", "attempts", "pid", "status"))
+def test_a_record_is_the_line_the_hub_logs() -> None:
+    # The hot path encodes one JSON line for the log and the trace alike (hub/logs.py event, hub/proxy.py).
+    line = orjson.loads(encode_record(RECORD))
+    assert line["time"] == "2024-05-29T16:26:40.123Z"
+    assert (line["from"], line["to"], line["latency_ms"], line["status"]) == ("NL:ABC", "DE:XYZ", 12.345, 200)
+    access = {"time": "2024-05-29T16:26:40.123Z", "level": "info", "logger": "ocpihub.access", "message": "routed"}
+    assert decode_record(orjson.dumps(access | line)) == RECORD
+    assert decode_record(b"not json") is None
 
 
 @pytest.mark.parametrize(
@@ -74,7 +73,7 @@ def test_numbers_are_stored_as_integers() -> None:
 )
 def test_query_values_are_dropped_keys_kept(path: str, stored_path: str) -> None:
     assert strip_query_values(path) == stored_path
-    assert encode_record(replace(RECORD, path=path))["path"] == stored_path
+    assert orjson.loads(encode_record(replace(RECORD, path=path)))["path"] == stored_path
 
 
 @pytest.mark.parametrize(
