@@ -35,6 +35,7 @@ HTTP_STATUS: Final[Mapping[type[errors.OcpiError], int]] = {
     errors.MethodNotAllowedError: 405,
     errors.RateLimitedError: 429,
     errors.ServerError: 500,
+    errors.ServiceUnavailableError: 503,
     errors.ClientApiError: 200,
     errors.UnsupportedVersionError: 200,
     errors.NoMatchingEndpointsError: 200,

@@ -204,6 +204,12 @@ class Proxy:
             await self._fail(ex, scope, send, error)
         except ClientDisconnectedError:
             ex.status, ex.outcome = 499, Outcome.CLIENT_ERROR
+        except asyncio.CancelledError:
+            # The server's drain time ran out (it cancels what is still running): the requester still gets an
+            # OCPI answer it can act on, not a bare 500, and the request ends here instead of being cut.
+            if ex.started:
+                raise
+            await self._fail(ex, scope, send, errors.ServiceUnavailableError("the hub is shutting down; try again"))
         except Exception:
             log.exception("unexpected failure", extra={"correlation_id": ex.correlation_id.decode("ascii", "replace")})
             await self._fail(ex, scope, send, errors.ServerError("internal error"))

@@ -97,6 +97,10 @@ class ServerError(OcpiError):
     ocpi_status = 3000
 
 
+class ServiceUnavailableError(ServerError):
+    """3000 with HTTP 503: the hub cannot take the request now (shutting down); the requester may retry."""
+
+
 class ClientApiError(OcpiError):
     """3001: unable to use the client's API (its versions or details cannot be fetched)."""
 

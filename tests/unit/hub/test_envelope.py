@@ -78,6 +78,7 @@ STATUSES: list[tuple[type[errors.OcpiError], int, int]] = [
     (errors.UnknownTokenError, 404, 2004),
     (errors.RateLimitedError, 429, 2000),
     (errors.ServerError, 500, 3000),
+    (errors.ServiceUnavailableError, 503, 3000),
     (errors.ClientApiError, 200, 3001),
     (errors.UnsupportedVersionError, 200, 3002),
     (errors.NoMatchingEndpointsError, 200, 3003),
