@@ -130,9 +130,16 @@ class SentRequest:
     def header(self, name: str) -> str | None:
         return _header(self.headers, name)
 
+    def response_header(self, name: str) -> str | None:
+        return _header(self.response_headers, name)
+
     @property
     def json(self) -> Any:
         return _json(self.body)
+
+    @property
+    def response_json(self) -> Any:
+        return _json(self.response_body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +251,47 @@ class SendOutcome:
         return _json(self.body)
 
 
+# -- soft checks ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One interop check: what was checked, in which test, whether it held and, if not, what was seen."""
+
+    test: str
+    name: str
+    ok: bool
+    detail: str
+
+
+class Checks:
+    """The interop checks of one test. Each is recorded (the run ends with "interop checks: N of M hold") and the
+    test goes on, so one defect does not hide the checks after it; ``verify`` at the end fails the test with every
+    check that did not hold."""
+
+    def __init__(self, test: str, sink: list[CheckResult]) -> None:
+        self.test = test
+        self.results: list[CheckResult] = []
+        self.verified = False
+        self._sink = sink
+
+    def that(self, name: str, ok: bool, detail: str = "") -> bool:
+        result = CheckResult(self.test, name, ok, "" if ok else detail)
+        self.results.append(result)
+        self._sink.append(result)
+        return ok
+
+    def equal(self, name: str, got: object, expected: object) -> bool:
+        return self.that(name, got == expected, f"expected {expected!r}, got {got!r}")
+
+    def verify(self) -> None:
+        self.verified = True
+        failed = [r for r in self.results if not r.ok]
+        if failed:
+            listed = "\n".join(f"  - {r.name}: {r.detail}" for r in failed)
+            raise AssertionError(f"{len(failed)} of {len(self.results)} interop checks did not hold:\n{listed}")
+
+
 class ControlError(AssertionError):
     """The control API refused a request (a test's mistake, e.g. an object the library's model rejects)."""
 
@@ -287,27 +335,43 @@ class PartyControl:
     async def sent(self, since: int = 0) -> list[SentRequest]:
         return [SentRequest.from_json(r) for r in await self._call("GET", f"/sent?since={since}")]
 
+    async def mark(self) -> int:
+        """How many requests the party has received so far: ``since`` for a later ``wait_received``."""
+        return len(await self.received())
+
     async def wait_received(
-        self, match: Callable[[ReceivedRequest], bool], timeout: float = 10.0, what: str = "a request"
+        self,
+        match: Callable[[ReceivedRequest], bool],
+        timeout: float = 10.0,
+        what: str = "a request",
+        since: int = 0,
     ) -> ReceivedRequest:
-        """Poll the request log until one entry matches (bounded)."""
+        """Poll the request log (from entry ``since`` on) until one answered entry matches (bounded)."""
         found: list[ReceivedRequest] = []
 
         async def check() -> bool:
-            found[:] = [r for r in await self.received() if r.status is not None and match(r)]
+            found[:] = [r for r in await self.received(since) if r.status is not None and match(r)]
             return bool(found)
 
         await poll(check, timeout, f"the party to receive {what}", interval=0.05)
         return found[0]
 
+    async def sent_mark(self) -> int:
+        """How many requests the party has sent so far: ``since`` for a later ``wait_sent``."""
+        return len(await self.sent())
+
     async def wait_sent(
-        self, match: Callable[[SentRequest], bool], timeout: float = 10.0, what: str = "a request"
+        self,
+        match: Callable[[SentRequest], bool],
+        timeout: float = 10.0,
+        what: str = "a request",
+        since: int = 0,
     ) -> SentRequest:
-        """Poll the outgoing log until one finished entry matches (bounded)."""
+        """Poll the outgoing log (from entry ``since`` on) until one finished entry matches (bounded)."""
         found: list[SentRequest] = []
 
         async def check() -> bool:
-            found[:] = [s for s in await self.sent() if (s.status is not None or s.error) and match(s)]
+            found[:] = [s for s in await self.sent(since) if (s.status is not None or s.error) and match(s)]
             return bool(found)
 
         await poll(check, timeout, f"the party to send {what}", interval=0.05)
@@ -329,15 +393,24 @@ class PartyControl:
         )
 
     async def push(
-        self, module: str, object_id: str, *, endpoints_url: str | None = None, token: str | None = None
+        self,
+        module: str,
+        object_id: str,
+        *,
+        endpoints_url: str | None = None,
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> PushOutcome:
         """The library's own push of a stored object (PUT, or POST for cdrs) to the peer it registered with, or to
-        ``endpoints_url`` (a version *details* URL, as the library expects) with ``token``."""
+        ``endpoints_url`` (a version *details* URL, as the library expects) with ``token``. ``headers`` are added to
+        the push request itself (the library sends no routing headers of its own)."""
         body: dict[str, Any] = {"module": module, "object_id": object_id}
         if endpoints_url is not None:
             body["endpoints_url"] = endpoints_url
         if token is not None:
             body["token"] = token
+        if headers is not None:
+            body["headers"] = dict(headers)
         return PushOutcome.from_json(await self._call("POST", "/push", body))
 
     async def send(
@@ -494,8 +567,12 @@ class LibraryParty:
 
     def module_url(self, module: str) -> str:
         """The URL the library publishes for a module of this role (with its trailing slash)."""
+        return self.base_url + self.module_path(module)
+
+    def module_path(self, module: str) -> str:
+        """The path of ``module_url``: what the party's request log shows for requests to that module."""
         segment = "clientinfo" if module == "hubclientinfo" else module
-        return f"{self.base_url}{OCPI_PREFIX}/{self.role.lower()}/{VERSION}/{segment}/"
+        return f"{OCPI_PREFIX}/{self.role.lower()}/{VERSION}/{segment}/"
 
     def routing_headers(self, to: tuple[str, str], **extra: str) -> dict[str, str]:
         """OCPI 2.2.1 routing headers from this party to ``to`` (the library itself never sends any)."""

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import contextvars
 import dataclasses
 import enum
 import importlib
@@ -535,11 +536,20 @@ def model_body(model: str, body: Any, partial: bool) -> Any:
     return jsonable(instance.dict(exclude_unset=True) if partial else instance.dict())
 
 
+#: Headers a test adds to the library's own push request (``/_control/push`` with ``headers``): the library sends
+#: no routing headers, so a push "with headers" is its request with these added, everything else its own.
+PUSH_HEADERS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("push_headers", default=None)
+
+
 def record_outgoing() -> None:
-    """Log every request the party sends (the library's own and ours) with its answer; nothing is changed."""
+    """Log every request the party sends (the library's own and ours) with its answer; nothing is changed, except
+    the headers a test asked to add to a push (``PUSH_HEADERS``, on its PUT/POST only, not on the details GET)."""
     original = httpx.AsyncClient.send
 
     async def send(self: httpx.AsyncClient, request: httpx.Request, *args: Any, **kwargs: Any) -> httpx.Response:
+        extra = PUSH_HEADERS.get()
+        if extra and request.method in ("PUT", "POST"):
+            request.headers.update(extra)
         entry: dict[str, Any] = {
             "method": request.method,
             "url": str(request.url),
@@ -583,21 +593,30 @@ def recording(app: ASGIApp, state: PartyState) -> ASGIApp:
         }
         body = bytearray()
         response_body = bytearray()
+        status: list[int] = []
 
         async def receive_recorded() -> Message:
             message = await receive()
             if message["type"] == "http.request":
                 body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    entry["body"] = body.decode("utf-8", "replace")
             return message
 
         async def send_recorded(message: Message) -> None:
             if message["type"] == "http.response.start":
-                entry["status"] = message["status"]
+                status.append(message["status"])
                 entry["response_headers"] = [
                     [k.decode("latin-1"), v.decode("latin-1")] for k, v in message.get("headers", [])
                 ]
             elif message["type"] == "http.response.body":
                 response_body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # Answered: the entry is whole from here on (``status`` is what tests wait for), although the
+                    # library may still run background tasks (a command result) inside this same call.
+                    entry["body"] = body.decode("utf-8", "replace")
+                    entry["response_body"] = response_body.decode("utf-8", "replace")
+                    entry["status"] = status[0] if status else None
             await send(message)
 
         state.received.append(entry)
@@ -606,6 +625,7 @@ def recording(app: ASGIApp, state: PartyState) -> ASGIApp:
         finally:
             entry["body"] = body.decode("utf-8", "replace")
             entry["response_body"] = response_body.decode("utf-8", "replace")
+            entry.setdefault("status", status[0] if status else None)
 
     return middleware
 
@@ -726,10 +746,14 @@ def control_app(state: PartyState) -> Starlette:
         )
         since = len(SENT_LOG)
         crud = library_crud(request)
+        extra = data.get("headers")
+        added = PUSH_HEADERS.set({str(k): str(v) for k, v in extra.items()} if isinstance(extra, dict) else None)
         try:
             result = await push_object(VersionNumber.v_2_2_1, message, crud, BaseAdapter)
         except Exception as exc:  # whatever the library raised is the finding: report it to the test
             return ok({"ok": False, "error": f"{type(exc).__name__}: {exc}", "sent": SENT_LOG[since:]})
+        finally:
+            PUSH_HEADERS.reset(added)
         return ok({"ok": True, "result": jsonable(result.dict()), "sent": SENT_LOG[since:]})
 
     async def send_request(request: Request) -> Response:
