@@ -3,22 +3,26 @@
 The party venv is built once per machine, before the first test runs (``pytest_collection_modifyitems``, so its
 pip time never counts against a test's timeout). If it cannot be installed, every test that needs it is skipped
 with pip's reason — or fails, with ``OCPI_HUB_INTEROP_REQUIRED=1`` (for CI jobs that must not skip).
+
+``checks`` records soft interop checks (harness.py ``Checks``); the run ends with "interop checks: N of M hold" and
+every check that did not hold.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
-from tests.interop.harness import LibraryParty, PartyFactory, Role, running_party
+from tests.interop.harness import CheckResult, Checks, LibraryParty, PartyFactory, Role, running_party
 from tests.interop.venv import InteropUnavailableError, ensure_party_venv
 
 HERE = Path(__file__).parent
 VENV_OUTCOME = pytest.StashKey[Path | InteropUnavailableError]()
+CHECK_RESULTS = pytest.StashKey[list[CheckResult]]()
 
 
 def _build(config: pytest.Config) -> Path | InteropUnavailableError:
@@ -73,3 +77,28 @@ def library_cpo(party_python: Path, tmp_path: Path) -> PartyFactory:
 def library_emsp(party_python: Path, tmp_path: Path) -> PartyFactory:
     """Start extrawest-ocpi eMSPs (default BE*EMP); logs under the test's tmp_path."""
     return _factory(party_python, "EMSP", tmp_path, ("BE", "EMP"))
+
+
+@pytest.fixture
+def checks(request: pytest.FixtureRequest) -> Iterator[Checks]:
+    """This test's soft interop checks; a test ends with ``checks.verify()``."""
+    sink = request.config.stash.setdefault(CHECK_RESULTS, [])
+    recorder = Checks(request.node.name, sink)
+    yield recorder
+    if not recorder.verified:
+        # It stopped before its end: whatever it did not get to check does not hold either.
+        recorder.that("the test ran to its end", False, "it stopped early: see its failure")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    results = config.stash.get(CHECK_RESULTS, None)
+    if not results:
+        return
+    held = sum(r.ok for r in results)
+    terminalreporter.write_sep("-", f"interop checks: {held} of {len(results)} hold")
+    listed = results if config.option.verbose > 0 else [r for r in results if not r.ok]  # -v: every check
+    for result in listed:
+        mark = "held" if result.ok else "did not hold"
+        terminalreporter.write_line(
+            f"{mark}: {result.test}: {result.name}" + (f": {result.detail}" if not result.ok else "")
+        )
