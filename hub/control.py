@@ -9,6 +9,7 @@ registry/store.py do), or be on the hot path.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -86,7 +87,10 @@ class ControlPlane:
 
     def _error(self, request: Request, error: errors.OcpiError) -> Response:
         status, body = render_error(error)
-        return Response(body, status_code=status, media_type=_JSON, headers=self._ids(request))
+        headers = self._ids(request)
+        if isinstance(error, errors.RateLimitedError):
+            headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+        return Response(body, status_code=status, media_type=_JSON, headers=headers)
 
     # -- endpoints -----------------------------------------------------------------------------------------
 

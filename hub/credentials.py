@@ -40,6 +40,9 @@ REQUIRED_ENDPOINTS: Final[Mapping[Role, tuple[tuple[ModuleID, InterfaceRole | No
 }
 DEFAULT_REQUIRED: Final = ((ModuleID.CREDENTIALS, None),)
 MAX_TOKEN_LENGTH: Final = 64
+#: Failed registrations allowed with one token A per window (seconds); past it HTTP 429 until the window ends.
+MAX_FAILED_REGISTRATIONS: Final = 5
+FAILED_REGISTRATION_WINDOW: Final = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,12 +229,25 @@ class CredentialsService:
             raise errors.MethodNotAllowedError("PUT needs a registered platform; register with POST first")
         if not update and caller.registered:
             raise errors.MethodNotAllowedError("already registered: use PUT to update or DELETE to unregister")
-        offered = parse_credentials(body)
-        _same_roles(caller.platform.roles, offered.roles)
-        # Call the party back in the token form it used with us (transport_and_format §4.1.2 NOTE).
-        authorization = authorization_value(offered.token, caller.form is TokenForm.BASE64)
-        details = await fetch_peer(self.outbound, offered.url, authorization, self.timeout, self.outbound.policy)
-        check_endpoints(offered.roles, details)
+        if not update:
+            # A token A is a key to the hub's outbound client: its failed registrations are limited, so nobody
+            # probes addresses or ports through the handshake.
+            failures, left = await self.store.registration_failures(caller.digest)
+            if failures >= MAX_FAILED_REGISTRATIONS:
+                raise errors.RateLimitedError(
+                    f"too many failed registrations with this token; try again in {left} s", float(max(left, 1))
+                )
+        try:
+            offered = parse_credentials(body)
+            _same_roles(caller.platform.roles, offered.roles)
+            # Call the party back in the token form it used with us (transport_and_format §4.1.2 NOTE).
+            authorization = authorization_value(offered.token, caller.form is TokenForm.BASE64)
+            details = await fetch_peer(self.outbound, offered.url, authorization, self.timeout, self.outbound.policy)
+            check_endpoints(offered.roles, details)
+        except errors.OcpiError:
+            if not update:
+                await self.store.note_registration_failure(caller.digest, FAILED_REGISTRATION_WINDOW)
+            raise
         token_c = new_token()
         try:
             record = await self.store.apply_credentials(

@@ -33,6 +33,8 @@ log = logging.getLogger("ocpihub.store")
 
 #: Facts waiting to be written at most; past it new ones are dropped (and counted): the index is a routing aid.
 MAX_PENDING_FACTS: Final = 10_000
+#: Facts remembered as written lately (each a few hundred bytes): repeats of these cost nothing.
+MAX_RECENT_FACTS: Final = 100_000
 LEARN_INTERVAL: Final = 0.5
 #: Parameters of a GET All page the hub reads; the hub's own cursor rides along in its Link.
 _PAGE_PARAMS: Final = frozenset({"offset", "limit", "date_from", "date_to", "after"})
@@ -119,19 +121,30 @@ def _moment(text: str | None) -> datetime | None:
 
 
 class OwnerLearner:
-    """What routed traffic teaches the owner index, collected on the hot path and written in batches."""
+    """What routed traffic teaches the owner index, collected on the hot path and written in batches.
+
+    A fact learnt lately is not written again (the same location or session is pushed over and over): a bounded
+    set of recent facts is remembered per process, emptied when it is full (sessions are re-learnt at most
+    once per fill, well inside their 30-day life)."""
 
     def __init__(self, owners: OwnerIndex) -> None:
         self.owners = owners
         self.pending: list[OwnerFact] = []
+        self.recent: set[OwnerFact] = set()
         self.dropped = 0
 
     def note(self, facts: tuple[OwnerFact, ...]) -> None:
-        """Keep facts for the next write (never awaits)."""
-        if len(self.pending) + len(facts) > MAX_PENDING_FACTS:
-            self.dropped += len(facts)
-            return
-        self.pending += facts
+        """Keep new facts for the next write (never awaits)."""
+        for fact in facts:
+            if fact in self.recent:
+                continue
+            if len(self.pending) >= MAX_PENDING_FACTS:
+                self.dropped += 1
+                continue
+            if len(self.recent) >= MAX_RECENT_FACTS:
+                self.recent.clear()
+            self.recent.add(fact)
+            self.pending.append(fact)
 
     async def run(self) -> None:
         while True:
@@ -145,4 +158,5 @@ class OwnerLearner:
         try:
             await self.owners.learn(facts)
         except REGISTRY_ERRORS as exc:
+            self.recent.difference_update(facts)  # not written: learnt again when seen again
             log.warning("owner index not updated (the store is unreachable): %s", exc)

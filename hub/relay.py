@@ -199,18 +199,20 @@ class Relays:
         endpoints = self._endpoints(receiver, module, role)
         if total is None or body is None or not endpoints:
             return None
+        pairs = parse_qsl(request_query.decode("latin-1"), keep_blank_values=True)
+        query = dict(pairs)
+        try:
+            offset = int(query.get("offset", "0"))
+        except ValueError:
+            return None
+        if "limit" in query and query["limit"].isdigit() and offset + int(query["limit"]) >= total:
+            return None  # the last page by its own numbers: nothing to rebuild, and no body to read
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
             return None
         data = document.get("data") if isinstance(document, dict) else None
         if not isinstance(data, list) or not data:
-            return None
-        pairs = parse_qsl(request_query.decode("latin-1"), keep_blank_values=True)
-        query = dict(pairs)
-        try:
-            offset = int(query.get("offset", "0"))
-        except ValueError:
             return None
         following = offset + len(data)
         if following >= total:

@@ -43,7 +43,7 @@ T = TypeVar("T")
 #: Where the global options' values are kept while click parses (``Context.meta`` is shared by the whole chain).
 _GLOBALS: Final = "ocpi_hub.globals"
 #: The settings every registry command reads.
-REGISTRY_SETTINGS: Final = frozenset({"redis_url", "data_dir", "key_prefix"})
+REGISTRY_SETTINGS: Final = frozenset({"redis_url", "data_dir", "key_prefix", "store_redis_url"})
 #: Also read by commands that print the hub's versions URL (``add``, ``connect``).
 URL_SETTINGS: Final = REGISTRY_SETTINGS | {"public_url", "host", "port", "certfile", "keyfile"}
 _DURATION: Final = re.compile(r"(\d+)\s*([smhdw])")
@@ -393,6 +393,25 @@ change_command(
 )
 
 
+async def drop_holdings(settings: Settings, store: PartyStore, parties: set[PartyKey]) -> None:
+    """What the hub keeps of a removed platform's parties goes with it: broadcast objects and owner-index entries
+    (they live on the store's Redis: the registry's, or ``store_redis_url``)."""
+
+    from registry.connection import open_redis
+    from registry.objects import ObjectStore
+    from registry.owners import OwnerIndex
+
+    async def drop(redis: Redis) -> None:
+        await ObjectStore(redis, store.keys).drop_owners(parties)
+        await OwnerIndex(redis, store.keys).drop_owners(parties)
+
+    if settings.store_redis_url:
+        async with open_redis(settings.store_redis_url, settings.data_dir) as redis:
+            await drop(redis)
+    else:
+        await drop(store.redis)
+
+
 @registry.command("remove")
 @click.argument("party")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -413,7 +432,9 @@ def remove(party: str, yes: bool, as_json: bool) -> None:
             question = f"Remove platform {record.id} ({', '.join(map(str, record.roles))})? Its tokens stop working"
             if not click.confirm(question, err=True):
                 raise RegistryError("not removed; nothing changed")
-        return await store.remove(record.id, actor=obj.actor)
+        removed = await store.remove(record.id, actor=obj.actor)
+        await drop_holdings(obj.settings, store, {r.party for r in removed.roles})
+        return removed
 
     record = run_with_store(obj, action)
     if as_json:

@@ -66,6 +66,10 @@ class RegistryKeys:
         those expire; relay URLs are signed now, see ``relay_keys``)."""
         return f"{self._base}relay:{relay_id}"
 
+    def registration_failures(self, digest_hex: str) -> str:
+        """INT (with TTL): failed registrations with one token A (its digest) in the current window."""
+        return f"{self._base}regfail:{digest_hex}"
+
     def relay_keys(self) -> str:
         """HASH ``current`` → key id, ``k<id>`` → secret (hex): the keys relay URLs are signed with (the current
         one and the one before it, so a rotation does not break URLs in flight)."""

@@ -67,6 +67,12 @@ return version
 """
 #: Relay signing key ids run 1..255 and then start again at 1.
 _MAX_RELAY_KEY_ID = 255
+#: A counter whose window starts with its first count (Redis 6.2 has no EXPIRE NX).
+_COUNT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
 _CURSOR_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[2], ARGV[2])
@@ -447,6 +453,19 @@ class PartyStore:
 
         await self._transact(write, self.keys.relay_keys())
         return result[0]
+
+    async def registration_failures(self, digest: bytes) -> tuple[int, int]:
+        """Failed registrations with one token A in the current window, and the seconds the window has left."""
+        key = self.keys.registration_failures(digest.hex())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.ttl(key)
+            count, ttl = await pipe.execute()
+        return int(count or 0), max(int(ttl), 0)
+
+    async def note_registration_failure(self, digest: bytes, window: int) -> None:
+        """Count one failed registration with a token A; the window starts with the first failure."""
+        await self.redis.eval(_COUNT_SCRIPT, 1, self.keys.registration_failures(digest.hex()), window)
 
     async def legacy_relay(self, relay_id: str) -> LegacyRelay | None:
         """A relay id handed out by release 0.1 (kept in Redis with a TTL), until those expire."""

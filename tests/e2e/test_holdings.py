@@ -404,3 +404,27 @@ async def test_answers_without_routing_headers_get_them(market: Market) -> None:
     reply = await m.get(m.em1, "/ocpi/2.2.1/sender/locations", to=("NL", "CP1"))
     assert (reply.headers["ocpi-to-country-code"], reply.headers["ocpi-to-party-id"]) == ("BE", "EM1")
     assert (reply.headers["ocpi-from-country-code"], reply.headers["ocpi-from-party-id"]) == ("NL", "CP1")
+
+
+async def test_removing_a_platform_drops_what_the_hub_keeps_of_it(market: Market, redis_url: str) -> None:
+    from routing.owners import OwnerKind
+    from tests.support.processes import hub_env, run_ocpi_hub
+
+    m = market
+    await m.push(
+        m.cp1, "PUT", "/ocpi/2.2.1/receiver/locations/NL/CP1/GONE", location("CP1", "GONE", "2026-01-01T00:00:00Z")
+    )
+    await m.push(
+        m.cp2, "PUT", "/ocpi/2.2.1/receiver/locations/NL/CP2/KEPT", location("CP2", "KEPT", "2026-01-01T00:00:00Z")
+    )
+    await drain(m)
+    runtime = m.hub.app.runtime
+    assert runtime is not None
+    assert await runtime.holdings.owners.owners(OwnerKind.LOCATION, "GONE")
+    removed = await run_ocpi_hub(
+        "registry", "remove", "NL:CP1", "--yes", "--redis-url", redis_url, env=hub_env(key_prefix=m.store.keys.prefix)
+    )
+    assert removed.returncode == 0, str(removed)
+    page = await m.get(m.em1, "/ocpi/2.2.1/sender/locations")
+    assert [o["id"] for o in page.json()["data"]] == ["KEPT"]
+    assert not await runtime.holdings.owners.owners(OwnerKind.LOCATION, "GONE")

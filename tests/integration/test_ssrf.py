@@ -29,6 +29,13 @@ async def declare(store: PartyStore, party: FakeParty) -> str:
     return token_a
 
 
+async def redeclare(store: PartyStore, party: FakeParty) -> str:
+    """The party's platform removed and declared again: a new token A."""
+    record = await store.find(PartyKey(*party.party()))
+    await store.remove(record.id, actor=TEST_ACTOR)
+    return await declare(store, party)
+
+
 async def post_credentials(hub_url: str, token_a: str, credentials: dict[str, object]) -> httpx.Response:
     async with httpx.AsyncClient(timeout=20) as client:
         return await client.post(
@@ -48,7 +55,10 @@ async def test_loopback_party_is_refused_without_an_allowed_network(hub_factory:
         assert reply.json()["status_code"] == 2001
         assert reply.json()["status_message"] == f"url (versions): {NOT_PUBLIC}"
         assert party.versions_auth == []  # never called
-        # Unresolvable, loopback by name, metadata address, decimal spelling: one answer for all of them.
+        # Unresolvable, loopback by name, metadata address, decimal spelling: one answer for all of them. (A fresh
+        # token A every few tries: a token gets 5 failed registrations per 10 minutes.)
+        token_a = await redeclare(store, party)
+        await hub.synced(store)
         for url in (
             "http://localhost:9/ocpi/versions",
             "http://does-not-exist.invalid/ocpi/versions",
@@ -58,6 +68,8 @@ async def test_loopback_party_is_refused_without_an_allowed_network(hub_factory:
         ):
             reply = await post_credentials(hub.base_url, token_a, party.my_credentials() | {"url": url})
             assert reply.json()["status_message"] == f"url (versions): {NOT_PUBLIC}", url
+        token_a = await redeclare(store, party)
+        await hub.synced(store)
         for url, message in (
             ("http://host:70000/ocpi/versions", "port"),
             ("http://user:pw@host/ocpi/versions", "user names or passwords"),
@@ -114,3 +126,24 @@ async def test_registry_connect_refuses_an_internal_versions_url(store: PartySto
     assert NOT_PUBLIC in result.stderr
     with pytest.raises(Exception, match="unknown party"):
         await store.find(PartyKey("NL", "CPO"))  # nothing declared, nothing left behind
+
+
+async def test_failed_registrations_with_one_token_a_are_limited(hub_factory: HubFactory, store: PartyStore) -> None:
+    party = FakeParty([("NL", "CPO", "CPO")])
+    async with hub_factory() as hub, party.running():
+        token_a = await declare(store, party)
+        await hub.synced(store)
+        probe = party.my_credentials() | {"url": "http://10.9.8.7:22/"}  # someone probing through the hub
+        for _ in range(5):
+            reply = await post_credentials(hub.base_url, token_a, probe)
+            assert reply.json()["status_code"] == 2001
+        limited = await post_credentials(hub.base_url, token_a, party.my_credentials())  # even a good one, now
+        assert limited.status_code == 429
+        assert int(limited.headers["retry-after"]) > 0
+        assert party.versions_auth == []  # nothing was called for any of them
+        # Another platform's token A is not affected.
+        other = FakeParty([("DE", "OTH", "CPO")])
+        async with other.running():
+            other_token = await declare(store, other)
+            await hub.synced(store)
+            assert (await other.register(hub.versions_url, other_token)).json()["status_code"] == 1000
