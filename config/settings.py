@@ -59,6 +59,11 @@ class Settings:
 
     host: str = _setting("127.0.0.1", "Listen address.")
     port: int = _setting(8080, "Listen port.", minimum=0)
+    listen_fd: int = _setting(
+        -1,
+        "Serve on this inherited, already-bound socket instead of host:port (systemd socket activation); -1: off.",
+        minimum=-1,
+    )
     public_url: str = _setting(
         "", "Base URL parties reach the hub at (default http://{host}:{port}); used in every URL it gives."
     )

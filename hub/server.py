@@ -15,6 +15,8 @@ import math
 import os
 import shutil
 import signal
+import socket
+import sys
 import tempfile
 from dataclasses import replace
 from types import FrameType
@@ -29,6 +31,8 @@ from hub.http.server import HeadLimits, OcpiHttpToolsProtocol
 from registry.embedded import EmbeddedRedis
 
 FACTORY = "hub.server:app_from_env"
+#: uvicorn's exit status when the app could not start (e.g. the admin port is taken).
+STARTUP_FAILURE = 3
 
 
 def app_from_env() -> HubApp:
@@ -76,7 +80,7 @@ def _run_uvicorn(settings: Settings) -> None:
     import uvicorn
 
     OcpiHttpToolsProtocol.limits = head_limits(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         FACTORY,
         factory=True,
         host=settings.host,
@@ -95,6 +99,21 @@ def _run_uvicorn(settings: Settings) -> None:
         ssl_keyfile=settings.keyfile or None,
         backlog=2048,
     )
+    server = uvicorn.Server(config)
+    if settings.listen_fd < 0:
+        sock = config.bind_socket()
+    else:
+        # An inherited, already-listening socket (systemd socket activation, or a test that bound port 0): its
+        # family is read from the descriptor itself (uvicorn's own fd= assumes a unix socket).
+        sock = socket.socket(fileno=settings.listen_fd)
+    if settings.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=[sock]).run()
+    else:
+        server.run(sockets=[sock])
+        if not server.started:
+            sys.exit(STARTUP_FAILURE)
 
 
 def head_limits(settings: Settings) -> HeadLimits:

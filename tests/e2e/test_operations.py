@@ -36,7 +36,7 @@ from hub.metrics import MODULE_LABELS, OUTCOMES
 from registry.audit import Actor
 from registry.keys import RegistryKeys
 from registry.store import PartyStore
-from routing.model import PartyRole
+from routing.model import PartyKey, PartyRole
 from tests.support.fake_party import FakeParty, Received, ocpi, token_header, wait_until
 from tests.support.hubs import RunningHub, connect_party, parties
 from tests.support.processes import HubProcess, hub_env, hub_process, pid_alive, poll, wait_gone
@@ -465,15 +465,24 @@ async def test_routed_request_is_one_json_access_line_with_its_ids(
         "status": 200,
         "ocpi_status": None,  # forwarded bodies are not parsed
         "outcome": "ok",
+        # What an operator needs to find it again (issue: the operator's cockpit); never a query value.
+        "kind": "request",
+        "platform": (await store.find(PartyKey(*EMSP_A))).id,
+        "client": "127.0.0.1",
+        "path": "/ocpi/2.2.1/sender/locations/L1",
+        "pid": os.getpid(),
     }
 
     [denied_record] = access(bogus["X-Correlation-ID"])
     denied = extra_fields(denied_record)
-    assert {k: denied.get(k, "(missing)") for k in ("request_id_out", "status", "ocpi_status", "outcome")} == {
+    keys = ("request_id_out", "status", "ocpi_status", "outcome", "kind", "platform")
+    assert {k: denied.get(k, "(missing)") for k in keys} == {
         "request_id_out": None,
         "status": 401,
         "ocpi_status": 2000,
         "outcome": "refused",
+        "kind": "refusal",
+        "platform": None,  # no platform was authenticated
     }
 
     line = JsonFormatter().format(record)
