@@ -16,12 +16,10 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable
+from typing import Final
 
 import httptools
-
-if TYPE_CHECKING:
-    from hub.http.pool import Pool
 
 #: Read no further ahead of a slow requester than this; reading resumes below LOW_WATER.
 HIGH_WATER: Final = 256 * 1024
@@ -50,8 +48,9 @@ class _Unsolicited(Exception):
 class Connection(asyncio.Protocol):
     """One HTTP/1.1 connection to a receiver, carrying one exchange at a time."""
 
-    def __init__(self, pool: Pool) -> None:
-        self.pool = pool
+    def __init__(self, on_lost: Callable[[Connection], None]) -> None:
+        #: Told when the connection ends, either side (its pool stops counting it).
+        self.on_lost = on_lost
         self.transport: asyncio.WriteTransport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -124,7 +123,7 @@ class Connection(asyncio.Protocol):
             self._wake()
         elif not self.complete:
             self._fail(ClosedError("connection closed by the receiver"))
-        self.pool.forget(self)
+        self.on_lost(self)
 
     def pause_writing(self) -> None:
         self.write_paused = True

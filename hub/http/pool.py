@@ -58,13 +58,14 @@ class Budget:
 
     def evict_idle(self) -> None:
         """Close the longest-idle connection of any pool; its end frees a place (Pool.forget)."""
-        oldest: Connection | None = None
+        oldest: tuple[Pool, Connection] | None = None
         for pool in self.pools.values():
-            if pool.idle and (oldest is None or pool.idle[0].idle_since < oldest.idle_since):
-                oldest = pool.idle[0]
+            if pool.idle and (oldest is None or pool.idle[0].idle_since < oldest[1].idle_since):
+                oldest = (pool, pool.idle[0])
         if oldest is not None:
-            oldest.pool.idle.remove(oldest)
-            oldest.abort()
+            pool, conn = oldest
+            pool.idle.remove(conn)
+            conn.abort()
 
     def wake_any(self) -> None:
         """A place in the budget is free: wake a waiter of a pool that is below its own limit (one that can use it)."""
@@ -206,7 +207,7 @@ class Pool:
                 for family, address in addresses:
                     try:
                         _, protocol = await loop.create_connection(
-                            lambda: Connection(self),
+                            lambda: Connection(self.forget),
                             address,
                             origin.port,
                             family=family,
