@@ -23,6 +23,7 @@ from hub.clientinfo import ClientInfoService
 from hub.control import ControlPlane, Services
 from hub.credentials import CredentialsService
 from hub.identity import HubIdentity
+from hub.page import page_routes
 from hub.proxy import Proxy
 from hub.relay import Relays
 from hub.runtime import Runtime, open_runtime
@@ -116,7 +117,9 @@ class HubApp:
             self.proxy = Proxy(rt, relays)
             self.services = Services(rt, credentials, clientinfo)
             admin = AdminListener(
-                admin_app(self.control, lambda: self.services, settings.admin_token),
+                admin_app(
+                    self.control, lambda: self.services, settings.admin_token, page_routes(lambda: self.services)
+                ),
                 settings.admin_host or settings.host,
                 settings.admin_port,
             )
