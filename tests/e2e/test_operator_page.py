@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from hub import page as page_module
 from registry.store import PartyStore
@@ -292,3 +293,28 @@ async def test_traffic_counts_one_bounded_scan(
     assert data["traffic"]["truncated"] is True and data["traffic"]["messages"] == 2
     assert data["traffic"]["covered_since"] > data["traffic"]["since"]
     assert "only the newest 2 records were read" in (await client.get(hub.admin_url("/"))).text
+
+
+async def test_the_page_when_the_registry_fails(
+    hub: RunningHub, store: PartyStore, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.declare([PartyRole.parse("DE:AAA:CPO")], "Aaa", actor=TEST_ACTOR)
+    await hub.synced(store)
+
+    async def unreachable(*_args: object, **_kwargs: object) -> None:
+        raise RedisConnectionError("connection refused")
+
+    # Every Redis read of the page fails; the routing snapshot is still there, and so is the page.
+    monkeypatch.setattr(page_module, "scan_traffic", unreachable)
+    monkeypatch.setattr(page_module, "lease_holder", unreachable)
+    monkeypatch.setattr(page_module, "last_seen", unreachable)
+    monkeypatch.setattr(TraceLog, "journey", unreachable)
+    page = await client.get(hub.admin_url("/?id=some-id"))
+    assert page.status_code == 200
+    assert '<th scope="row">DE:AAA</th>' in page.text
+    assert "the registry is unreachable" in page.text
+    assert "unknown</span> (the registry did not answer)" in page.text
+    data = (await client.get(hub.admin_url("/api/overview"))).json()
+    assert data["traffic"] is None and data["traffic_problem"] == "the registry is unreachable"
+    assert data["hub"]["scheduler_lease"] in ("unknown", "this process")
+    assert (await client.get(hub.admin_url("/api/trace?id=x"))).status_code == 503
