@@ -40,15 +40,35 @@ class Limits:
 
 
 class Budget:
-    """The process-wide cap on open connections, shared by every pool."""
+    """The process-wide cap on open connections, shared by every pool.
+
+    Receivers that hang fill their pools and hold connections until the forwarding timeout, so the budget is shared
+    out rather than first come first served (issue: greedy and dead parties): the last ``reserve`` places go only
+    to a pool without any connection (a healthy receiver can always be reached), and when pools contend none may
+    open — or close another pool's idle connection to open — more than its fair share of the rest."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.open = 0
+        self.reserve = min(16, limit // 4)
         self.pools: dict[tuple[str, int, bool], Pool] = {}
 
-    def take(self) -> bool:
+    def entitled(self, pool: Pool) -> bool:
+        """Whether ``pool`` may have one more connection, room permitting: none yet, or below its fair share."""
+        if pool.open == 0:
+            return True
+        contending = sum(1 for p in self.pools.values() if p.open or p.has_waiters)
+        return pool.open < max(1, (self.limit - self.reserve) // max(1, contending))
+
+    def can_take(self, pool: Pool) -> bool:
         if self.open >= self.limit:
+            return False
+        if pool.open == 0:
+            return True
+        return self.limit - self.open > self.reserve and self.entitled(pool)
+
+    def take(self, pool: Pool) -> bool:
+        if not self.can_take(pool):
             return False
         self.open += 1
         return True
@@ -67,12 +87,20 @@ class Budget:
             pool.idle.remove(conn)
             conn.abort()
 
-    def wake_any(self) -> None:
-        """A place in the budget is free: wake a waiter of a pool that is below its own limit (one that can use it)."""
+    def wake_any(self, exclude: Pool | None = None) -> None:
+        """A place in the budget is free: wake a waiter of a pool that can use it, one without connections first."""
+        chosen: Pool | None = None
         for pool in self.pools.values():
-            if pool.has_waiters and pool.open < pool.limit:
-                pool.next_waiter()
-                return
+            if pool is exclude or not pool.has_waiters or pool.open >= pool.limit:
+                continue
+            if not (self.can_take(pool) if self.open < self.limit else self.entitled(pool)):
+                continue  # room reserved for others, or beyond its share (a full budget: only those may evict)
+            if pool.open == 0:
+                chosen = pool
+                break
+            chosen = chosen or pool
+        if chosen is not None:
+            chosen.next_waiter()
 
 
 class Pool:
@@ -144,7 +172,7 @@ class Pool:
             conn = self.take_idle(loop.time())
             if conn is not None:
                 return conn, True
-            if self.open < self.limit and self.budget.take():
+            if self.open < self.limit and self.budget.take(self):
                 self.open += 1
                 self.in_use += 1
                 try:
@@ -156,7 +184,11 @@ class Pool:
                     self.next_waiter()
                     raise
             if self.open < self.limit:
-                self.budget.evict_idle()  # the process-wide cap is reached: make room from an idle connection
+                if self.budget.open < self.budget.limit:
+                    # The free places are reserved, or beyond this pool's share: pass the turn to one that may use them.
+                    self.budget.wake_any(exclude=self)
+                elif self.budget.entitled(self):
+                    self.budget.evict_idle()  # the cap is reached: make room from an idle connection
             # Nothing free: wait at the head of the line, which is where this request is — no one queued when it
             # came, or it was woken and a newcomer took the slot meanwhile (possible only while no one else queued).
             await self._wait_turn(sender, again=True)

@@ -1806,3 +1806,24 @@ async def test_call_json_transport_failure_is_3001(
         await outbound.call_json("GET", server.url("/versions"), b"Token abc", timeout=0.2)
     assert timed_out.value.ocpi_status == 3001
     assert isinstance(timed_out.value.__cause__, ForwardTimeoutError)
+
+
+async def test_hanging_receivers_cannot_take_the_room_a_healthy_one_needs(
+    start_server: StartServer, make_outbound: MakeOutbound
+) -> None:
+    """Receivers that hang fill their pools; the process-wide budget still keeps room for a pool below its floor
+    (issue: greedy and dead parties — nine hanging receivers used to stall unrelated healthy traffic)."""
+    outbound = make_outbound(max_connections=8, per_host=8)
+    gate = asyncio.Event()
+    hanging = [await start_server(gated(gate)) for _ in range(2)]
+    healthy = await start_server(answering(b"healthy"))
+    held = [asyncio.create_task(fetch(outbound, s.url(f"/{n}"), timeout=5.0)) for s in hanging for n in range(8)]
+    # The hanging ones hold every place they may: the first all but the reserve, the second one from the reserve.
+    await wait_until(lambda: outbound.budget.open == 7, 2.0, "the hanging pools full")
+    started = asyncio.get_running_loop().time()
+    assert (await fetch(outbound, healthy.url(), timeout=1.0)).body == b"healthy"
+    assert asyncio.get_running_loop().time() - started < 0.5  # at once, not after a hanging receiver's timeout
+    gate.set()
+    assert all(a.body == b"ok" for a in await asyncio.gather(*held))
+    for pool in outbound.pools.values():
+        assert_settled(pool)
