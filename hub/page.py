@@ -14,9 +14,8 @@ Owns: ``page_routes(services)`` — the routes hub/admin.py serves beside /metri
 Traffic comes from ONE bounded newest-first scan of the message-tracking stream (registry/trace.py layout) per
 ``SCAN_TTL`` seconds, shared by every viewer of this process, aggregated per party — never a scan per party. A
 party's count is the records naming it (sender or receiver) plus the hub's calls to its platform that name no
-party (ClientInfo pushes, liveness checks); whether a record is an error is ``TraceRecord.failed``'s decision. The
-stream is read directly (``store.redis``, keys from ``store.keys``) because TraceLog offers no public bounded scan:
-I/O outside registry/, kept to three reads (XREVRANGE, HMGET of the shown platforms' last-seen, GET of the lease).
+party (ClientInfo pushes, liveness checks); whether a record is an error is ``TraceRecord.failed``'s decision. Reads
+go through registry/ (``TraceLog.scan``, ``PartyStore.last_seen_of`` for the rows shown, ``lease_holder``).
 
 Access. The admin listener's bearer token (``admin_token``, hub/admin.py) guards these routes like /metrics. A
 ``?token=`` in the URL is deliberately not accepted: a token in a URL lands in browser history, bookmarks, proxy
@@ -51,7 +50,6 @@ from starlette.routing import BaseRoute, Route
 from hub import __version__
 from hub.control import Services
 from hub.runtime import Runtime
-from registry.audit import stream_entries
 from registry.store import REGISTRY_ERRORS
 from registry.trace import TraceKind, TraceLog, TraceRecord, decode_record, encode_record
 from routing.headers import MAX_ID_LENGTH
@@ -63,8 +61,6 @@ WINDOW_SECONDS: Final = 300
 #: Trace records one overview scan reads at most (newest first): at ~450 bytes a record, ~9 MB from Redis and a
 #: few tens of ms of decoding. Past it the page says how much time its counts cover.
 SCAN_LIMIT: Final = 20_000
-#: Stream entries (of up to 500 records) per XREVRANGE: the event loop gets a turn between reads.
-ENTRIES_PER_READ: Final = 4
 #: Seconds an overview scan is reused: many open pages cost one scan, not one each.
 SCAN_TTL: Final = 2.0
 #: Records a search by id reads at most (newest first), each of its at most two passes (registry/trace.py).
@@ -184,52 +180,36 @@ async def scan_traffic(rt: Runtime, now: float) -> TrafficScan:
     Only ``orjson.loads`` per line (about 1 µs; a full ``decode_record`` costs ~12 µs); failures are decoded whole.
     Whether a record is an error is ``TraceRecord.failed``'s decision, not a second copy of it here."""
     since = now - WINDOW_SECONDS
-    key = rt.store.keys.trace()
-    # Entry ids are the time of the batch write, at or after every record in it: reading entries newer than the
-    # window's start misses no record inside it.
-    lower = str(int(since * 1000))
-    upper = "+"
     counts: dict[str, list[int]] = {}
     platform_counts: dict[str, list[int]] = {}
     failures: list[TraceRecord] = []
     seen = messages = errors = 0
     oldest = now
-    truncated = False
-    while not truncated:
-        async with asyncio.timeout(REDIS_TIMEOUT):
-            raw = await rt.store.redis.xrevrange(key, max=upper, min=lower, count=ENTRIES_PER_READ)
-        entries = stream_entries(raw)
-        for _, fields in entries:
-            for line in reversed(fields.get(b"r", b"").split(b"\n")):
-                if not line:
-                    continue
-                if seen >= SCAN_LIMIT:
-                    truncated = True
-                    break
-                seen += 1
-                moment, parties, platform, failed = _glance(line)
-                if moment < since:
-                    continue
-                oldest = min(oldest, moment)
-                messages += 1
-                errors += failed
-                for party in parties:
-                    tally = counts.setdefault(party, [0, 0])
-                    tally[0] += 1
-                    tally[1] += failed
-                if platform:
-                    tally = platform_counts.setdefault(platform, [0, 0])
-                    tally[0] += 1
-                    tally[1] += failed
-                if failed and len(failures) < MAX_FAILURES:
-                    record = decode_record(line)
-                    if record is not None:
-                        failures.append(record)
-            if truncated:
-                break
-        if len(entries) < ENTRIES_PER_READ:
-            break
-        upper = "(" + entries[-1][0]
+    trace = TraceLog(rt.store.redis, rt.store.keys)
+    async with asyncio.timeout(REDIS_TIMEOUT * 10):
+        # Entry ids are the time of the batch write, at or after every record in it: reading entries newer than the
+        # window's start misses no record inside it.
+        async for line in trace.scan(int(since * 1000), SCAN_LIMIT):
+            seen += 1
+            moment, parties, platform, failed = _glance(line)
+            if moment < since:
+                continue
+            oldest = min(oldest, moment)
+            messages += 1
+            errors += failed
+            for party in parties:
+                tally = counts.setdefault(party, [0, 0])
+                tally[0] += 1
+                tally[1] += failed
+            if platform:
+                tally = platform_counts.setdefault(platform, [0, 0])
+                tally[0] += 1
+                tally[1] += failed
+            if failed and len(failures) < MAX_FAILURES:
+                record = decode_record(line)
+                if record is not None:
+                    failures.append(record)
+    truncated = seen >= SCAN_LIMIT
     return TrafficScan(
         since=since,
         covered_since=oldest if truncated else since,
@@ -269,23 +249,15 @@ async def lease_holder(rt: Runtime) -> str:
     if rt.leader:
         return "this process"
     async with asyncio.timeout(REDIS_TIMEOUT):
-        holder = await rt.store.redis.get(rt.store.keys.lease())
+        holder = await rt.store.lease_holder()
     return "another process" if holder else "nobody"
 
 
 async def last_seen(rt: Runtime, platform_ids: list[str]) -> dict[str, float]:
     """Last sign of life of some platforms: the registry's (flushed every second by each process) or this process's
     own newer one. One HMGET for the rows shown, not the whole hash."""
-    seen: dict[str, float] = {}
-    if platform_ids:
-        async with asyncio.timeout(REDIS_TIMEOUT):
-            values = await rt.store.redis.hmget(rt.store.keys.last_seen(), platform_ids)
-        for platform_id, value in zip(platform_ids, values, strict=True):
-            if value is not None:
-                try:
-                    seen[platform_id] = float(value)
-                except ValueError:
-                    continue
+    async with asyncio.timeout(REDIS_TIMEOUT):
+        seen = await rt.store.last_seen_of(platform_ids)
     for platform_id in platform_ids:
         local = rt.seen.get(platform_id)
         if local is not None and local > seen.get(platform_id, 0.0):

@@ -190,6 +190,25 @@ class PartyStore:
         raw = await self.redis.hgetall(self.keys.last_seen())
         return {_text(k): float(v) for k, v in raw.items()}
 
+    async def last_seen_of(self, platform_ids: Sequence[str]) -> dict[str, float]:
+        """The last sign of life of some platforms (one HMGET), for those that have one."""
+        if not platform_ids:
+            return {}
+        values = await self.redis.hmget(self.keys.last_seen(), list(platform_ids))
+        seen: dict[str, float] = {}
+        for platform_id, value in zip(platform_ids, values, strict=True):
+            if value is not None:
+                try:
+                    seen[platform_id] = float(value)
+                except ValueError:
+                    continue
+        return seen
+
+    async def lease_holder(self) -> str | None:
+        """Who holds the scheduler lease (``pid:uuid``), or None."""
+        raw = await self.redis.get(self.keys.lease())
+        return None if raw is None else _text(raw)
+
     async def touch(self, seen: dict[str, float]) -> None:
         """Record signs of life (platform id → epoch seconds), batched by each hub process."""
         if seen:

@@ -246,7 +246,7 @@ class TraceLog:
         error_count = 0
         total = 0
         seen = 0
-        async for line in self._scan(since_ms, scan_limit):
+        async for line in self.scan(since_ms, scan_limit):
             seen += 1
             if wanted not in line:  # bytes first: decoding every line of a long scan would cost most of its time
                 continue
@@ -276,7 +276,7 @@ class TraceLog:
     async def _matching(self, ids: set[str], scan_limit: int) -> list[TraceRecord]:
         wanted = {i.encode() for i in ids if i}
         found: list[TraceRecord] = []
-        async for line in self._scan(None, scan_limit):
+        async for line in self.scan(None, scan_limit):
             # Compare the raw bytes first: decoding every line of a long scan would cost most of its time.
             if any(w in line for w in wanted):
                 record = decode_record(line)
@@ -285,8 +285,9 @@ class TraceLog:
         found.sort(key=lambda r: r.time)  # newest first from the scan; records of one batch may be out of order
         return found
 
-    async def _scan(self, since_ms: int | None, scan_limit: int) -> AsyncIterator[bytes]:
-        """Stored lines, newest entry first, at most ``scan_limit`` lines."""
+    async def scan(self, since_ms: int | None, scan_limit: int) -> AsyncIterator[bytes]:
+        """Stored lines (JSON, as the hub logged them), newest entry first, at most ``scan_limit`` of them; with
+        ``since_ms``, only entries written since then (an entry is written at or after each of its records)."""
         upper = "+"
         lower = "-" if since_ms is None else str(since_ms)
         seen = 0
