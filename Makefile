@@ -1,7 +1,7 @@
 # The one test command (README, .ci/run): install, lint, type-check, then the whole suite.
-.PHONY: test lint serve bench
+.PHONY: test lint serve bench browser
 
-test: lint
+test: lint browser
 	python -m pytest
 
 lint:
@@ -9,6 +9,14 @@ lint:
 	python -m ruff check .
 	python -m ruff format --check .
 	python -m mypy
+
+# tests/e2e/test_operator_page.py drives Debian's Chromium through Playwright (never `playwright install`, which
+# downloads a browser of its own): the distribution's package, installed when missing (as root, or with sudo).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; } \
+	  || { echo "could not install chromium (the operator page's browser test needs /usr/bin/chromium)" >&2; exit 1; }
 
 serve:
 	python -m pip install -q -e '.[dev]'
