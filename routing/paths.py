@@ -8,7 +8,9 @@ Must not: do I/O.
 
 from __future__ import annotations
 
+import re
 from typing import Final
+from urllib.parse import unquote
 
 from routing.errors import InvalidParametersError
 from routing.model import FUNCTIONAL_MODULES, InterfaceRole, ModuleID
@@ -63,16 +65,35 @@ def match_module(path: str) -> tuple[ModuleID, InterfaceRole, str] | None:
 
 
 def check_suffix(suffix: str) -> None:
-    """2001 for a path the receiver could resolve outside the endpoint it was addressed at: dot segments
-    (also percent-encoded), empty segments, or characters that do not belong in a request line."""
+    """2001 for a path the receiver could resolve outside the endpoint it was addressed at: dot segments — also
+    percent-encoded once or twice (``%2e``, ``%252e``), or with a path parameter (``..;``, which Tomcat-style
+    servers read as ``..``) — empty segments, encoded slashes and backslashes, and characters that do not belong
+    in a request line (controls, NUL in any encoding, spaces, non-ASCII)."""
     if not suffix:
         return
-    for segment in suffix[1:].split("/"):
-        decoded = segment.replace("%2e", ".").replace("%2E", ".")
-        if segment == "" or decoded in (".", "..") or "%2f" in segment.lower() or "%5c" in segment.lower():
-            raise InvalidParametersError("the path may not contain empty, '.' or '..' segments")
     if not suffix.isascii() or any(ch in suffix for ch in " \t\r\n\\"):
         raise InvalidParametersError("the path contains characters that are not allowed")
+    segments = suffix[1:].split("/")
+    if "%" not in suffix and ";" not in suffix:  # the usual path: nothing encoded, nothing to decode
+        if "" in segments or "." in segments or ".." in segments:
+            raise InvalidParametersError("the path may not contain empty, '.' or '..' segments")
+        return
+    for segment in segments:
+        decoded = _decoded(segment)
+        plain = decoded.split(";", 1)[0]
+        if segment == "" or plain in (".", "..") or "/" in decoded or "\\" in decoded:
+            raise InvalidParametersError("the path may not contain empty, '.' or '..' segments")
+        if _CONTROL.search(decoded):
+            raise InvalidParametersError("the path contains characters that are not allowed")
+
+
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f]")
+
+
+def _decoded(segment: str) -> str:
+    """A segment percent-decoded twice: what a receiver (or a proxy in front of it) may end up seeing."""
+    once = unquote(segment) if "%" in segment else segment
+    return unquote(once) if "%" in once else once
 
 
 def join_url(endpoint: str, suffix: str, query: bytes) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from routing.errors import InvalidParametersError
 from routing.model import FUNCTIONAL_MODULES, InterfaceRole, ModuleID
-from routing.paths import MODULE_PREFIX, join_url, match_module, module_path
+from routing.paths import MODULE_PREFIX, check_suffix, join_url, match_module, module_path, module_url_path
 
 ROLES = (InterfaceRole.SENDER, InterfaceRole.RECEIVER)
 SEGMENT = {InterfaceRole.SENDER: "sender", InterfaceRole.RECEIVER: "receiver"}
@@ -116,3 +117,67 @@ def test_match_then_join_gives_the_receiver_url(endpoint: str) -> None:
     _, _, suffix = matched
     commands = endpoint.replace("locations", "commands")
     assert join_url(commands, suffix, b"") == "https://cpo.example.com/ocpi/2.2.1/commands/START_SESSION"
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        "/NL/CPO/LOC1",
+        "/LOC%201/EVSE%2D1",  # encoded ordinary characters are fine
+        "/TOK1/authorize",
+        "/a;b",  # a path parameter on an ordinary segment
+        "/...",  # three dots are a name, not a dot segment
+    ],
+)
+def test_check_suffix_accepts(suffix: str) -> None:
+    check_suffix(suffix)
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        "/NL//LOC1",
+        "/./x",
+        "/../x",
+        "/x/..",
+        "/%2e%2e/x",
+        "/%2E%2e/x",
+        "/%252e%252e/x",  # encoded twice: a proxy in front of the receiver may decode once more
+        "/..;/x",  # Tomcat-style servers read "..;" as ".."
+        "/%2e%2e;jsessionid=1/x",
+        "/a%2fb",
+        "/a%5cb",
+        "/a%252fb",
+        "/a%00b",
+        "/a%2500b",
+        "/a%0d%0aInjected: yes",
+        "/a b",
+        "/a\\b",
+        "/caf\u00e9",
+    ],
+)
+def test_check_suffix_refuses(suffix: str) -> None:
+    with pytest.raises(InvalidParametersError):
+        check_suffix(suffix)
+
+
+@pytest.mark.parametrize(
+    ("path", "suffix"),
+    [
+        ("/ocpi/2.2.1/receiver/locations//NL/CPO/L1", "/NL/CPO/L1"),  # a party's join with the published "/"
+        ("/ocpi/2.2.1/receiver/locations/NL/CPO/L1/", "/NL/CPO/L1"),
+    ],
+)
+def test_one_empty_segment_after_the_module_is_one_slash(path: str, suffix: str) -> None:
+    matched = match_module(path)
+    assert matched is not None
+    assert matched[2] == suffix
+    check_suffix(matched[2])
+
+
+def test_module_url_path_ends_in_a_slash() -> None:
+    for module in FUNCTIONAL_MODULES:
+        for role in (InterfaceRole.SENDER, InterfaceRole.RECEIVER):
+            path = module_url_path(module, role)
+            assert path.endswith("/")
+            assert match_module(path) == (module, role, "")
