@@ -15,8 +15,7 @@ hits all scenarios alike:
 - paginated list GET (benchmarks/pagination.py): naive proxy (Link passed through) and hub (Link rewritten into
   a signed relay URL);
 - message tracking (hub/tracking.py): the hub GET again on a second hub whose ``trace_max_records`` is the
-  opposite of the default (0 turns tracking off). Until config.settings.FIELDS has that setting, it is reported
-  as "not measured: setting missing";
+  opposite of the default (0 turns tracking off); its Redis memory per record is benchmarks/tracking.py's;
 - GET All via Hub, a page of 100 from the hub's store of 10,000 Locations (benchmarks/holdings.py, which also
   measures how fast broadcast pushes are stored, before the rounds).
 
@@ -321,6 +320,7 @@ def targets(
     store_memory: dict[str, Any],
     broadcast: dict[str, Any],
     scale: dict[str, Any],
+    trace_memory: dict[str, Any],
 ) -> list[Target]:
     """(figure, value, target, met); met None for information only."""
     s: dict[str, Scenario] = e2e["scenarios"]
@@ -363,6 +363,12 @@ def targets(
         (f"GET All via Hub, page of 100 of {stored:,} Locations: p50 ms, 1 connection", get_all_p50, "(info)", None),
         ("open routing's added p50, authorize at 1 connection (ms)", open_added, "(info)", None),
         *_memory_rows(store_memory),
+        (
+            f"Redis memory per 100,000 message-tracking records (MB; measured {trace_memory['records']:,})",
+            float(trace_memory["mb_per_100000"]),
+            "(info)",
+            None,
+        ),
         ("snapshot memory, 10k parties (MB)", _scale_mem(scale, 10_000), "≤ 50", _scale_mem(scale, 10_000) <= 50),
         (
             "change visible in every worker (s, largest registry measured)",
@@ -413,6 +419,7 @@ def render(
     broadcast: dict[str, Any],
     store_memory: dict[str, Any],
     scale: dict[str, Any],
+    trace_memory: dict[str, Any],
     command: str,
 ) -> str:
     s: dict[str, Scenario] = e2e["scenarios"]
@@ -465,7 +472,7 @@ def render(
             f"| {name} | {sc.rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu} | {rss} | {busy} | {redis} | {errors} |"
         )
     lines += ["", "## Targets", "", "| figure | value | target | met |", "|---|---:|---|---|"]
-    for label, value, target, met in targets(e2e, micro, store_memory, broadcast, scale):
+    for label, value, target, met in targets(e2e, micro, store_memory, broadcast, scale, trace_memory):
         shown = value if isinstance(value, str) else f"{value:,.2f}"
         lines.append(f"| {label} | {shown} | {target} | {'-' if met is None else 'yes' if met else 'NO'} |")
     lines += [
@@ -485,6 +492,7 @@ def render(
     lines += ["", "## Paginated lists: the check before the load", "", "```json", _json(info["paginated"]), "```"]
     store = {**e2e["holdings"], "memory": store_memory}
     lines += ["", "## Store of broadcast data (GET All via Hub, open routing)", "", "```json", _json(store), "```"]
+    lines += ["", "## Message tracking's Redis memory", "", "```json", _json(trace_memory), "```"]
     lines += ["", "## Micro: the routing decision alone", "", "```json", _json(micro), "```"]
     lines += ["", "## Broadcast", "", "```json", _json(broadcast), "```"]
     lines += ["", "## Scale", "", "```json", _json(scale), "```", ""]
@@ -531,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         prefer_wrk=not args.python_generator,
         output=Path(args.output),
     )
-    from benchmarks import broadcast, micro, scale
+    from benchmarks import broadcast, micro, scale, tracking
 
     started = time.monotonic()
     micro_figures = micro.run(smoke=config.smoke)
@@ -539,8 +547,11 @@ def main(argv: list[str] | None = None) -> int:
     broadcast_figures = broadcast.run(smoke=config.smoke)
     store_memory = asyncio.run(holdings.memory(*holdings.memory_sizes(config.smoke)))
     scale_figures = scale.run(smoke=config.smoke)
+    trace_memory = tracking.run(smoke=config.smoke)
     command = "python -m benchmarks.run" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
-    text = render(config, e2e, micro_figures, broadcast_figures, store_memory, scale_figures, command.strip())
+    text = render(
+        config, e2e, micro_figures, broadcast_figures, store_memory, scale_figures, trace_memory, command.strip()
+    )
     config.output.write_text(text)
     print(text)
     print(f"\n(took {time.monotonic() - started:.0f} s; written to {config.output})")

@@ -144,7 +144,7 @@ class Settings:
     lease_ttl: float = _setting(10.0, "Seconds the scheduler lease lives without renewal.", positive=True)
     trace_max_records: int = _setting(
         250_000,
-        "Message-tracking records kept in Redis at most (about 400 bytes each); 0 turns message tracking off.",
+        "Message-tracking records kept in Redis at most (about 580 bytes each); 0 turns message tracking off.",
         minimum=0,
     )
     trace_max_age: float = _setting(

@@ -58,7 +58,7 @@ from routing.table import Platform, RoutingTable
 
 #: The traffic window: messages and errors per party over the last five minutes.
 WINDOW_SECONDS: Final = 300
-#: Trace records one overview scan reads at most (newest first): at ~450 bytes a record, ~9 MB from Redis and a
+#: Trace records one overview scan reads at most (newest first): at ~580 bytes a record, ~12 MB from Redis and a
 #: few tens of ms of decoding. Past it the page says how much time its counts cover.
 SCAN_LIMIT: Final = 20_000
 #: Seconds an overview scan is reused: many open pages cost one scan, not one each.

@@ -13,8 +13,8 @@ from typing import Final
 EVENTS_MAXLEN: Final = 10_000
 #: How long audit events are kept (trimmed by age with MINID on every write); PartyStore takes another value.
 AUDIT_RETENTION_SECONDS: Final = 365 * 86_400
-#: Trace records kept at most (MAXLEN ~) and for at most this long (MINID ~), whichever trims first; ~270 bytes a
-#: record (registry/trace.py), so the count bound is about 70 MB.
+#: Trace records kept at most (exact MAXLEN) and for at most this long (MINID ~), whichever trims first; ~580 bytes
+#: a record (registry/trace.py, benchmarks/tracking.py), so the count bound is about 140 MB of Redis.
 TRACE_MAX_RECORDS: Final = 250_000
 TRACE_MAX_AGE_SECONDS: Final = 7 * 86_400
 

@@ -11,12 +11,13 @@ Layout. A record is one JSON line — the very line the hub logs for that messag
 hot path encodes it once for both. A batch of up to ``LINES_PER_ENTRY`` lines is one stream entry (fields ``n``:
 the count, ``r``: the lines joined by newlines): writing per record cost the hub ~30 µs of redis-py command
 packing a request, a batch entry costs next to nothing per record. Bounds: entries older than ``max_age_seconds``
-are trimmed (XTRIM MINID ~ on every write) and at most ``max_records / LINES_PER_ENTRY`` entries are kept (MAXLEN
-~), so ``max_records`` is an upper bound on what is kept — the age bound is what applies at low traffic.
+are trimmed (XTRIM MINID ~ on every write) and at most ``max_records / LINES_PER_ENTRY`` entries are kept (exact
+MAXLEN: "~" trims whole stream nodes of 100 entries, which here would be 50,000 records over the bound), so
+``max_records`` is an upper bound on what is kept — the age bound is what applies at low traffic.
 
-Memory, measured on the wheel's Redis 6.2 (100,000 access lines of ~380 bytes, written in batches of 500): about
-390 bytes a record (the JSON line plus a little per entry) — 39 MB per 100,000 records; the default bound
-(keys.TRACE_MAX_RECORDS, 250,000 records) is therefore at most about 100 MB of the registry's Redis.
+Memory (``python -m benchmarks.tracking``: 100,000 of the hub's own access lines, ~575 bytes each with their three
+UUIDs, on the wheel's Redis 6.2): about 580 bytes a record, 55 MB per 100,000; the default bound
+(keys.TRACE_MAX_RECORDS, 250,000 records) is therefore at most about 140 MB of the registry's Redis.
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ class TraceLog:
 
     async def write(self, records: Sequence[TraceRecord | bytes], *, now: float | None = None) -> None:
         """Append records (lines as the hub logged them, or records to encode) in one pipeline: an entry per
-        ``LINES_PER_ENTRY`` lines with MAXLEN ~, then XTRIM MINID ~ by age."""
+        ``LINES_PER_ENTRY`` lines with an exact MAXLEN, then XTRIM MINID ~ by age."""
         if not records:
             return
         lines = [r if isinstance(r, bytes) else encode_record(r) for r in records]
@@ -217,7 +218,7 @@ class TraceLog:
         async with self.redis.pipeline(transaction=False) as pipe:
             for start in range(0, len(lines), LINES_PER_ENTRY):
                 chunk = lines[start : start + LINES_PER_ENTRY]
-                pipe.xadd(key, {"n": len(chunk), "r": b"\n".join(chunk)}, maxlen=entries, approximate=True)
+                pipe.xadd(key, {"n": len(chunk), "r": b"\n".join(chunk)}, maxlen=entries, approximate=False)
             newest = time.time() if now is None else now
             pipe.xtrim(key, minid=max(0, int((newest - self.max_age_seconds) * 1000)), approximate=True)
             await pipe.execute()

@@ -90,8 +90,8 @@ async def test_the_stream_is_bounded_by_count_and_by_age(redis: Redis, keys: Reg
     by_count = TraceLog(redis, keys, max_records=2 * LINES_PER_ENTRY, max_age_seconds=86_400)
     for n in range(300):
         await by_count.write([request(n)])  # one entry per write at this trickle
-    # MAXLEN ~ keeps max_records // LINES_PER_ENTRY entries, trimming whole stream nodes (100 entries each).
-    assert await redis.xlen(keys.trace()) <= 2 + 100
+    # An exact MAXLEN: max_records // LINES_PER_ENTRY entries, never a stream node (100 entries) more.
+    assert await redis.xlen(keys.trace()) == 2
     await redis.delete(keys.trace())
     # Records older than the age bound go (MINID ~, on the records' own ids): write 300 "old" ones by id.
     for n in range(300):
