@@ -100,12 +100,9 @@ def _run_uvicorn(settings: Settings) -> None:
         backlog=2048,
     )
     server = uvicorn.Server(config)
-    if settings.listen_fd < 0:
-        sock = config.bind_socket()
-    else:
-        # An inherited, already-listening socket (systemd socket activation, or a test that bound port 0): its
-        # family is read from the descriptor itself (uvicorn's own fd= assumes a unix socket).
-        sock = socket.socket(fileno=settings.listen_fd)
+    # An inherited, already-listening socket (systemd socket activation, or a test that bound port 0) has its
+    # family read from the descriptor itself (uvicorn's own fd= assumes a unix socket).
+    sock = config.bind_socket() if settings.listen_fd < 0 else socket.socket(fileno=settings.listen_fd)
     if settings.workers > 1:
         from uvicorn.supervisors import Multiprocess
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
-
 import orjson
+import pytest
 
 from registry.trace import TraceKind, TraceRecord, decode_record, encode_record, strip_query_values
 from routing.model import PartyKey
