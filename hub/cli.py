@@ -42,6 +42,7 @@ from registry.cli import (
     global_options,
     global_values,
     json_option,
+    network_option,
     parse_party,
     parse_roles,
     registry,
@@ -251,6 +252,7 @@ _CONNECT_SETTINGS: Final = URL_SETTINGS | {
 @click.option("--party", "parties", multiple=True, required=True, metavar="CC:PID:ROLE", help="Repeatable.")
 @click.option("--name", default="", help="A name for the platform.")
 @json_option
+@network_option
 @global_options
 def connect_command(versions_url: str, token_a: str, parties: tuple[str, ...], name: str, as_json: bool) -> None:
     """Hub-initiated registration with a platform that gave the operator its token A."""
@@ -314,6 +316,7 @@ def connect_command(versions_url: str, token_a: str, parties: tuple[str, ...], n
 @click.option("--url", metavar="URL", help="The endpoint's URL (checked like any party URL).")
 @click.option("--remove", is_flag=True, help="Remove the override of this module and role.")
 @json_option
+@network_option
 @global_options
 def endpoint_command(party: str, module: str, role: str, url: str | None, remove: bool, as_json: bool) -> None:
     """Operator override of one endpoint a party failed to publish (kept across its credentials PUT)."""

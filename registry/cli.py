@@ -112,6 +112,26 @@ def global_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def _remember_given(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    # A repeatable option not given is (), which must leave env and the config file their say.
+    if value:
+        _remember(ctx, param, value)
+
+
+def network_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--allow-party-network CIDR`` (repeatable) on the commands that check a party URL, as on ``serve``."""
+    return click.option(
+        "--allow-party-network",
+        "allow_party_networks",
+        multiple=True,
+        metavar="CIDR",
+        expose_value=False,
+        callback=_remember_given,
+        help="Network party URLs may resolve to besides public addresses (repeatable). "
+        "[env OCPI_HUB_ALLOW_PARTY_NETWORKS]",
+    )(func)
+
+
 def cli_actor() -> Actor:
     """The operator running this command, for the audit trail."""
     try:

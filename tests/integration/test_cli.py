@@ -608,6 +608,11 @@ async def test_history_lists_changes_newest_last_with_the_operator_and_never_a_s
         (("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "ftp://x.example.com/t"), "http"),
         (("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://10.0.0.1/t"), "public"),
         (("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://a\x01b/t"), "control"),
+        (
+            ("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://10.0.0.1/t")
+            + ("--allow-party-network", "10.0.0.0/33"),
+            "allow_party_networks",
+        ),
         (("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://127.0.0.1:99999/"), "port"),
         (("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER"), "--url"),
         (("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://h/", "--remove"), "--url"),
@@ -863,3 +868,14 @@ async def test_serve_logs_plain_json_lines_without_colours(tmp_path: Path, redis
         entry = json.loads(line)  # every line is one JSON object
         assert "color_message" not in entry, line
         assert "\x1b" not in line and "\\u001b" not in line, line
+
+
+async def test_endpoint_takes_allow_party_network_like_serve(store: PartyStore, cli: RegistryCli) -> None:
+    # The refusal names --allow-party-network; the command has it (repeatable), next to the env and config file.
+    await declare_abc(store)
+    args = ("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://10.1.2.3/t", "--json")
+    assert "--allow-party-network" in refused(await cli(*args))
+    allowed = ok(await cli(*args, "--allow-party-network", "192.168.0.0/16", "--allow-party-network", "10.0.0.0/8"))
+    assert allowed.json()["endpoint_overrides"] == [
+        {"identifier": "tokens", "role": "SENDER", "url": "http://10.1.2.3/t"}
+    ]
