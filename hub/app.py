@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -130,7 +132,12 @@ class HubApp:
                 extra={"event": "start", "public_url": settings.base_url, "admin_port": admin.port},
             )
             logs.flush()
-            rt.tasks.spawn("ready", self._announce_ready(settings.host, settings.port, admin.port))
+            if settings.listen_fd >= 0:
+                # An inherited socket listens already (it did before this process started): ready now, and its
+                # port is the socket's own, not the settings' (a test or a supervisor may have bound port 0).
+                logs.ready(_inherited_port(settings.listen_fd, settings.port), admin.port)
+            else:
+                rt.tasks.spawn("ready", self._announce_ready(settings.host, settings.port, admin.port))
             try:
                 yield
             finally:
@@ -163,6 +170,13 @@ class HubApp:
             writer.close()
             break
         logs.ready(port, admin_port)
+
+
+def _inherited_port(fd: int, fallback: int) -> int:
+    """The port an inherited listening socket is bound to (read from a duplicate, so the server's stays open)."""
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        name = sock.getsockname()
+    return int(name[1]) if isinstance(name, tuple) else fallback
 
 
 #: Longest wait for the server to listen before "hub ready" is written anyway.
