@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -88,6 +88,17 @@ def hang() -> Behaviour:
 
     async def behave(_request: RawRequest, writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()  # the hub gives up and aborts the connection (or the server stops)
+
+    return behave
+
+
+def stall(head: bytes) -> Behaviour:
+    """Send an answer's head (promising a body), then nothing more."""
+
+    async def behave(_request: RawRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(head)
+        await writer.drain()
+        await writer.wait_closed()
 
     return behave
 
@@ -229,7 +240,7 @@ class RawAnswer:
         lower = name.lower()
         return next((v for n, v in self.headers if n.lower() == lower), None)
 
-    def json(self) -> object:
+    def json(self) -> Any:  # a JSON edge
         return orjson.loads(self.body)
 
 
