@@ -68,7 +68,11 @@ class Settings:
         "", "Base URL parties reach the hub at (default http://{host}:{port}); used in every URL it gives."
     )
     admin_host: str = _setting("", "Listen address of the admin listener (/metrics, operator page; default: host).")
-    admin_port: int = _setting(8081, "Port of the admin listener (/metrics, operator page); 0 turns it off.", minimum=0)
+    admin_port: int = _setting(
+        8081,
+        "Port of the admin listener (/metrics, operator page); 0: a free port, named in the 'hub ready' line.",
+        minimum=0,
+    )
     admin_token: str = _setting("", "Bearer token the admin listener requires (default: none, open).")
     redis_url: str = _setting(
         "", "redis://, rediss://, unix:// or redis+sentinel:// URL of the registry; empty: embedded Redis."
@@ -113,11 +117,15 @@ class Settings:
         positive=True,
     )
     max_client_connections: int = _setting(
-        4096, "Client connections per process; past it a new connection gets HTTP 503 and is closed.", positive=True
+        4096,
+        "Client connections per process; past it a new connection gets HTTP 503 and is closed (uvicorn only).",
+        positive=True,
     )
-    max_request_headers: int = _setting(100, "Most headers a request may have (else HTTP 431).", positive=True)
+    max_request_headers: int = _setting(
+        100, "Most headers a request may have (else HTTP 431; uvicorn only).", positive=True
+    )
     max_header_line: int = _setting(
-        8192, "Longest request line or header line, in bytes (else HTTP 431).", positive=True
+        8192, "Longest request line or header line, in bytes (else HTTP 431; uvicorn only).", positive=True
     )
     max_head_size: int = _setting(32_768, "Largest request head, in bytes (else HTTP 431).", positive=True)
     head_timeout: float = _setting(

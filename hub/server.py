@@ -127,7 +127,8 @@ def _run_hypercorn(settings: Settings) -> None:
     from hypercorn.config import Config
 
     config = Config()
-    config.bind = [f"{settings.host}:{settings.port}"]
+    # hypercorn takes an inherited socket as an fd:// bind.
+    config.bind = [f"fd://{settings.listen_fd}" if settings.listen_fd >= 0 else f"{settings.host}:{settings.port}"]
     config.workers = settings.workers
     config.graceful_timeout = settings.drain_time
     config.accesslog = None

@@ -1,5 +1,6 @@
 """``ocpi-hub serve --listen-fd N``: a socket the caller bound and listens on (systemd socket activation, a
-supervisor, a test that bound port 0) is served as it is, and "hub ready" comes at once with its real port."""
+supervisor, a test that bound port 0) is served as it is, by either server, and "hub ready" comes at once with its
+real port."""
 
 from __future__ import annotations
 
@@ -26,14 +27,15 @@ def ready_line(log: Path) -> dict[str, object] | None:
     return None
 
 
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
 async def test_an_inherited_socket_is_served_and_ready_is_logged_with_its_port(
-    tmp_path: Path, redis_url: str, keys: RegistryKeys, client: httpx.AsyncClient
+    server: str, tmp_path: Path, redis_url: str, keys: RegistryKeys, client: httpx.AsyncClient
 ) -> None:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))  # port 0: the kernel's choice, no race with another test
     listener.listen(64)
     port = listener.getsockname()[1]
-    env = hub_env(key_prefix=keys.prefix, redis_url=redis_url)
+    env = hub_env(key_prefix=keys.prefix, redis_url=redis_url, server=server)
     log = tmp_path / "hub.log"
     started = time.monotonic()
     with log.open("wb") as sink:
