@@ -17,7 +17,8 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
@@ -43,7 +44,7 @@ T = TypeVar("T")
 #: Where the global options' values are kept while click parses (``Context.meta`` is shared by the whole chain).
 _GLOBALS: Final = "ocpi_hub.globals"
 #: The settings every registry command reads.
-REGISTRY_SETTINGS: Final = frozenset({"redis_url", "data_dir", "key_prefix", "store_redis_url"})
+REGISTRY_SETTINGS: Final = frozenset({"redis_url", "data_dir", "key_prefix", "store_redis_url", "audit_retention"})
 #: Also read by commands that print the hub's versions URL (``add``, ``connect``).
 URL_SETTINGS: Final = REGISTRY_SETTINGS | {"public_url", "host", "port", "certfile", "keyfile"}
 _DURATION: Final = re.compile(r"(\d+)\s*([smhdw])")
@@ -181,7 +182,9 @@ def run_with_redis(ctx: CliContext, action: Callable[[Redis], Awaitable[T]]) -> 
 
 def run_with_store(ctx: CliContext, action: Callable[[PartyStore], Awaitable[T]]) -> T:
     """Run ``action`` with a PartyStore on the configured registry (see ``run_with_redis``)."""
-    return run_with_redis(ctx, lambda redis: action(PartyStore(redis, RegistryKeys(ctx.settings.key_prefix))))
+    keys = RegistryKeys(ctx.settings.key_prefix)
+    retention = ctx.settings.audit_retention  # CLI changes trim the audit trail as the hub does, not by a default
+    return run_with_redis(ctx, lambda redis: action(PartyStore(redis, keys, retention_seconds=retention)))
 
 
 # -- parsing and printing ---------------------------------------------------------------------------------------
@@ -413,47 +416,49 @@ change_command(
 )
 
 
-async def drop_holdings(settings: Settings, store: PartyStore, parties: set[PartyKey]) -> None:
-    """What the hub keeps of a removed platform's parties goes with it: broadcast objects and owner-index entries
-    (they live on the store's Redis: the registry's, or ``store_redis_url``)."""
-
+@asynccontextmanager
+async def holdings_redis(settings: Settings, store: PartyStore) -> AsyncIterator[Redis]:
+    """The Redis of what the hub keeps of parties (broadcast objects, owner index): the registry's, or
+    ``store_redis_url`` — pinged on entry, so a command fails before changing anything when it is down."""
     from registry.connection import open_redis
+
+    if not settings.store_redis_url:
+        yield store.redis
+        return
+    async with open_redis(settings.store_redis_url, settings.data_dir) as redis:
+        await redis.ping()
+        yield redis
+
+
+async def drop_holdings(redis: Redis, keys: RegistryKeys, parties: set[PartyKey]) -> None:
+    """What the hub keeps of a removed platform's parties goes with it: broadcast objects and owner-index entries."""
     from registry.objects import ObjectStore
     from registry.owners import OwnerIndex
 
-    async def drop(redis: Redis) -> None:
-        await ObjectStore(redis, store.keys).drop_owners(parties)
-        await OwnerIndex(redis, store.keys).drop_owners(parties)
-
-    if settings.store_redis_url:
-        async with open_redis(settings.store_redis_url, settings.data_dir) as redis:
-            await drop(redis)
-    else:
-        await drop(store.redis)
+    await ObjectStore(redis, keys).drop_owners(parties)
+    await OwnerIndex(redis, keys).drop_owners(parties)
 
 
 @registry.command("remove")
 @click.argument("party")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (asked only in a terminal).")
 @json_option
 @global_options
 def remove(party: str, yes: bool, as_json: bool) -> None:
-    """Unregister the platform; its tokens stop working at once. Asks first unless --yes."""
+    """Unregister the platform; its tokens stop working at once. In a terminal, asks first unless --yes."""
     key = parse_party(party)
     obj = cli_context()
 
     async def action(store: PartyStore) -> PlatformRecord:
         record = await store.find(key)  # an unknown party is reported as such, asked or not
-        if not yes:
-            if not sys.stdin.isatty():
-                raise RegistryError(
-                    "remove asks for confirmation: run it in a terminal, or pass --yes; nothing changed"
-                )
+        # The contract's `remove CC:PID` must work from a script: only a person at a terminal is asked.
+        if not yes and sys.stdin.isatty():
             question = f"Remove platform {record.id} ({', '.join(map(str, record.roles))})? Its tokens stop working"
             if not click.confirm(question, err=True):
                 raise RegistryError("not removed; nothing changed")
-        removed = await store.remove(record.id, actor=obj.actor)
-        await drop_holdings(obj.settings, store, {r.party for r in removed.roles})
+        async with holdings_redis(obj.settings, store) as held:
+            removed = await store.remove(record.id, actor=obj.actor)
+            await drop_holdings(held, store.keys, {r.party for r in removed.roles})
         return removed
 
     record = run_with_store(obj, action)

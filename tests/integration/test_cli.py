@@ -477,12 +477,39 @@ async def test_list_filters_by_status_and_role(store: PartyStore, cli: RegistryC
 # -- remove asks first --------------------------------------------------------------------------------------------
 
 
-async def test_remove_without_yes_on_a_non_interactive_stdin_is_refused(store: PartyStore, cli: RegistryCli) -> None:
+async def test_remove_from_a_script_removes_without_asking(store: PartyStore, cli: RegistryCli) -> None:
+    # The contract's `remove CC:PID`: a script (stdin not a terminal) is not asked; only a person at a terminal is.
+    pid = await declare_abc(store)
+    assert ok(await cli("remove", "NL:ABC")).stdout.strip() == f"{pid} removed"
+    assert await store.redis.hget(store.keys.platforms(), pid) is None
+
+
+async def test_remove_with_the_store_redis_down_changes_nothing(store: PartyStore, cli: RegistryCli) -> None:
+    # The platform's stored objects live on store_redis_url: removing it there must not half-happen.
     await declare_abc(store)
     before = await registry_state(store)
-    line = refused(await cli("remove", "NL:ABC"))
-    assert "--yes" in line
+    env = hub_env(key_prefix=cli.prefix, store_redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    result = await run_ocpi_hub("registry", "--redis-url", cli.redis_url, "remove", "NL:ABC", "--yes", env=env)
+    refused(result)
     assert await registry_state(store) == before
+
+
+@pytest.mark.parametrize(("retention_days", "kept"), [(800, True), (None, False)])
+async def test_cli_changes_trim_the_audit_trail_by_the_audit_retention_setting(
+    store: PartyStore, cli: RegistryCli, retention_days: int | None, kept: bool
+) -> None:
+    # 250 events from 400 days ago (MINID ~ trims whole stream nodes of 100 entries, so one old event would prove
+    # nothing), the platform declared by a store that keeps them, then one change made with the CLI.
+    start_ms = int((time.time() - 400 * 86_400) * 1000)
+    for i in range(250):
+        await store.redis.xadd(store.keys.audit(), {"e": b"{}"}, id=f"{start_ms + i}-0")
+    await declare_abc(PartyStore(store.redis, store.keys, retention_seconds=1_000 * 86_400))
+    old = 250
+    settings = {} if retention_days is None else {"audit_retention": str(retention_days * 86_400)}
+    env = hub_env(key_prefix=cli.prefix, **settings)
+    ok(await run_ocpi_hub("registry", "--redis-url", cli.redis_url, "suspend", "NL:ABC", env=env))
+    left = await store.redis.xlen(store.keys.audit()) - 2  # less the declare and the suspend
+    assert (left == old) if kept else (left < old - 100), (left, old)
 
 
 async def remove_in_a_terminal(cli: RegistryCli, answer: bytes) -> Completed:
@@ -609,8 +636,10 @@ async def test_history_lists_changes_newest_last_with_the_operator_and_never_a_s
         (("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://10.0.0.1/t"), "public"),
         (("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://a\x01b/t"), "control"),
         (
-            ("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://10.0.0.1/t")
-            + ("--allow-party-network", "10.0.0.0/33"),
+            (
+                *("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://10.0.0.1/t"),
+                *("--allow-party-network", "10.0.0.0/33"),
+            ),
             "allow_party_networks",
         ),
         (("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://127.0.0.1:99999/"), "port"),
