@@ -95,10 +95,6 @@ def fail_usage(message: str) -> NoReturn:
 
 DEFAULTS: Final = Settings()
 _TYPES: Final = typing.get_type_hints(Settings)
-#: Settings that are not flags (env and config file only).
-_NOT_FLAGS: Final = frozenset({"key_prefix"})
-
-
 def flag_name(name: str) -> str:
     """The flag of a setting: ``--max-body-size``; a list setting is a repeatable singular flag
     (``allow_party_networks`` → ``--allow-party-network``)."""
@@ -132,9 +128,8 @@ def _shown_default(name: str) -> str:
 
 
 def _serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    # Every setting is a flag (the operator interface: "a flag, an OCPI_HUB_* variable and a config-file key").
     for name in reversed(list(FIELDS)):
-        if name in _NOT_FLAGS:
-            continue
         kind, metavar = _click_type(name)
         repeatable = typing.get_origin(_TYPES[name]) is tuple
         env = f"OCPI_HUB_{name.upper()}" + (", separated by commas" if repeatable else "")

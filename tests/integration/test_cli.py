@@ -762,6 +762,9 @@ async def test_serve_help_shows_types_choices_and_repeatable_lists() -> None:
         "--check",
     ):
         assert shown in text, shown
+    # Every setting is a flag, an OCPI_HUB_* variable and a config-file key (the operator interface).
+    for name in FIELDS:
+        assert f"OCPI_HUB_{name.upper()}" in text, name
 
 
 async def test_registry_help_lists_every_command() -> None:
