@@ -117,6 +117,8 @@ class SnapshotHolder:
         #: Records left out of the table because they could not be decoded (counted for the metrics).
         self.skipped_records = 0
         self._warned_at = 0.0
+        #: Set by a failed contact, so "reachable again" follows an outage and not every start.
+        self._lost = False
 
     async def reload(self) -> None:
         """Rebuild the whole table from Redis, a batch of platforms at a time.
@@ -203,13 +205,15 @@ class SnapshotHolder:
         self.loaded_at = time.time()
 
     def _synced(self) -> None:
-        if not self.reachable and self.loaded:
+        if self._lost and self.loaded:
+            self._lost = False
             log.info("registry reachable again", extra={"fields": {"snapshot_version": self.table.version}})
         self.reachable = True
         self.synced_at = time.time()
 
     def _unreachable(self, exc: BaseException) -> None:
         self.reachable = False
+        self._lost = True
         # One warning per half minute: an outage must not flood the log with a line per retry.
         if time.monotonic() - self._warned_at >= WARN_INTERVAL:
             self._warned_at = time.monotonic()

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
 from registry.audit import Actor
+from registry.connection import connect
+from registry.keys import RegistryKeys
 from registry.snapshot import SnapshotHolder
 from registry.store import PartyStore
 from routing.model import ConnectionStatus, PartyKey, PartyRole
 from tests.support.fake_party import wait_until
+from tests.support.redis_server import redis_server
 
 #: Who the test's registry changes are made by (audit events name an actor).
 TEST_ACTOR = Actor.cli("test", "localhost")
@@ -94,3 +98,26 @@ async def test_a_missing_notice_means_a_full_reload(store: PartyStore) -> None:
     await holder.apply_notices([(fourth.id, version + 2)])  # the notice of version + 1 never came
     assert PartyKey("NL", "HHH") in holder.table.parties  # only a full reload can have brought it
     assert holder.table.version == version + 2
+
+
+async def test_reachable_again_is_logged_after_an_outage_and_not_at_start(
+    keys: RegistryKeys, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An operator reading "registry reachable again" must be able to trust that there was an outage.
+    caplog.set_level(logging.INFO, logger="registry.snapshot")
+    with redis_server() as server:
+        async with connect(server.url) as client:
+            holder = SnapshotHolder(PartyStore(client, keys), HUB, poll_interval=0.05)
+            task = asyncio.create_task(holder.run())
+            try:
+                await wait_until(lambda: holder.loaded and holder.reachable, 5, "first load")
+                await asyncio.sleep(0.2)  # a few polls
+                assert "registry reachable again" not in caplog.messages
+                server.stop()
+                await wait_until(lambda: not holder.reachable, 5, "the outage noticed")
+                server.start()
+                await wait_until(lambda: holder.reachable, 5, "back")
+                assert caplog.messages.count("registry reachable again") == 1
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
