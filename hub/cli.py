@@ -66,7 +66,7 @@ def cli() -> None:
 
 
 def main() -> None:
-    """Console entry point: a usage error is one line on stderr and exit status 2 (operator-interface.md)."""
+    """Console entry point: a usage error is one line on stderr and exit status 2 (docs/operator-guide.md)."""
     try:
         cli.main(standalone_mode=False)
     except _NO_ARGS_HELP as exc:
@@ -95,6 +95,8 @@ def fail_usage(message: str) -> NoReturn:
 
 DEFAULTS: Final = Settings()
 _TYPES: Final = typing.get_type_hints(Settings)
+
+
 def flag_name(name: str) -> str:
     """The flag of a setting: ``--max-body-size``; a list setting is a repeatable singular flag
     (``allow_party_networks`` → ``--allow-party-network``)."""
@@ -128,7 +130,7 @@ def _shown_default(name: str) -> str:
 
 
 def _serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    # Every setting is a flag (the operator interface: "a flag, an OCPI_HUB_* variable and a config-file key").
+    # Every setting is a flag (docs/operator-guide.md: a flag, an OCPI_HUB_* variable and a config-file key each).
     for name in reversed(list(FIELDS)):
         kind, metavar = _click_type(name)
         repeatable = typing.get_origin(_TYPES[name]) is tuple

@@ -1,4 +1,4 @@
-"""``ocpi-hub registry`` and ``ocpi-hub trace``: the hub operator's commands on the registry (operator-interface.md).
+"""``ocpi-hub registry`` and ``ocpi-hub trace``: the hub operator's commands on the registry (docs/operator-guide.md).
 
 Owns: argument parsing, the global options (``--redis-url``, ``--data-dir``, ``--public-url``, ``--config``,
 accepted before or after the subcommand), one-line errors with a non-zero exit, tables and ``--json``, ISO 8601

@@ -1,7 +1,7 @@
 """``ocpi-hub registry`` and ``ocpi-hub serve --config`` as real subprocesses, on the session's Redis (the test's
 key prefix through OCPI_HUB_KEY_PREFIX) and, where a hub is needed, an in-process hub on loopback.
 
-The contract is /work/shared/operator-interface.md, "Registry CLI": every command exits non-zero with a one-line
+The contract is docs/operator-guide.md, "Registry CLI": every command exits non-zero with a one-line
 reason on bad input and changes nothing; a change reaches every running hub within one second.
 """
 
@@ -45,7 +45,7 @@ from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 
-PROPAGATION = 1.0  # seconds a CLI change may take to reach a running hub (operator-interface.md)
+PROPAGATION = 1.0  # seconds a CLI change may take to reach a running hub (docs/operator-guide.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +339,7 @@ async def test_malformed_redis_url_is_one_line_naming_it(store: PartyStore, cli:
 async def test_missing_party_is_one_line_and_changes_nothing(
     store: PartyStore, cli: RegistryCli, args: tuple[str, ...]
 ) -> None:
-    # operator-interface.md: "Every command exits non-zero with a one-line reason on bad input".
+    # docs/operator-guide.md, "Registry CLI": bad input is one line, a non-zero exit and no change.
     line = refused(await cli(*args))
     assert "party" in line.lower()
     assert await prefix_keys(store) == []
@@ -762,7 +762,7 @@ async def test_serve_help_shows_types_choices_and_repeatable_lists() -> None:
         "--check",
     ):
         assert shown in text, shown
-    # Every setting is a flag, an OCPI_HUB_* variable and a config-file key (the operator interface).
+    # Every setting is a flag, an OCPI_HUB_* variable and a config-file key (docs/operator-guide.md).
     for name in FIELDS:
         assert f"OCPI_HUB_{name.upper()}" in text, name
 
