@@ -10,19 +10,22 @@ traceback in the hub's log.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
 import httpx
 import psutil
 import pytest
+import pytest_asyncio
 
+from registry.connection import connect
+from registry.keys import RegistryKeys
 from registry.store import PartyStore
+from tests.support.chaos import drop_keys, running_hub
 from tests.support.fake_party import FakeParty, wait_until
 from tests.support.hostile import (
     Behaviour,
@@ -36,13 +39,15 @@ from tests.support.hostile import (
     stream,
     trickle,
 )
-from tests.support.hubs import HubFactory, RunningHub, connect_party, parties
+from tests.support.hubs import RunningHub, connect_party, parties
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 CPO = ("NL", "CPO")
 EMSP = ("BE", "EMP")
 PATH = "/ocpi/2.2.1/sender/locations"
+#: A module with the default 10 s forwarding timeout (the 100 MiB answers).
+BIG = "/ocpi/2.2.1/sender/tariffs"
 FORWARD_TIMEOUT = 1.0
 MIB = 1024 * 1024
 
@@ -54,33 +59,41 @@ class World:
     emsp: FakeParty
     client: httpx.AsyncClient
 
-    async def get(self) -> httpx.Response:
-        return await self.client.get(self.hub.url(PATH), headers=self.emsp.headers_to(CPO))
+    async def get(self, path: str = PATH) -> httpx.Response:
+        return await self.client.get(self.hub.url(path), headers=self.emsp.headers_to(CPO))
 
-    def counted(self, outcome: str) -> float:
-        labels = {"module": "locations", "interface": "SENDER", "outcome": outcome}
+    def counted(self, outcome: str, module: str = "locations") -> float:
+        labels = {"module": module, "interface": "SENDER", "outcome": outcome}
         return self.hub.metrics.get_sample_value("ocpihub_requests_total", labels) or 0.0
 
+    async def counts_one_more(self, outcome: str, before: float, module: str = "locations") -> None:
+        await wait_until(lambda: self.counted(outcome, module) == before + 1, 1.0, f'outcome="{outcome}" counted')
 
-@asynccontextmanager
-async def world_with(
-    hub_factory: HubFactory, store: PartyStore, behaviour: Behaviour, **settings: object
-) -> AsyncIterator[World]:
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(redis_url: str) -> AsyncIterator[World]:
     """The eMSP sends to a CPO whose module endpoints are the hostile receiver (its versions, details and
-    credentials are honest, so it registers like anyone else)."""
-    receiver = HostileReceiver(behaviour)
-    async with receiver.running():
+    credentials are honest, so it registers like anyone else); one hub for the module, each test sets the
+    receiver's behaviour. Locations time out after 1 s; tariffs keep 10 s for the 100 MiB answers."""
+    keys = RegistryKeys(prefix=f"test:{uuid.uuid4().hex}:")
+    receiver = HostileReceiver()
+    async with receiver.running(), connect(redis_url) as redis:
+        store = PartyStore(redis, keys)
         cpo = FakeParty([(*CPO, "CPO")], name="cpo", module_base=receiver.base_url)
         emsp = FakeParty([(*EMSP, "EMSP")], name="emsp")
-        async with (
-            parties(cpo, emsp),
-            hub_factory(forward_timeout=FORWARD_TIMEOUT, **settings) as hub,
-            httpx.AsyncClient(timeout=30) as client,
-        ):
-            await connect_party(store, hub, cpo)
-            await connect_party(store, hub, emsp)
-            await hub.synced(store)
-            yield World(hub, receiver, emsp, client)
+        timeouts = {"locations": FORWARD_TIMEOUT, "tokens": 5.0}
+        try:
+            async with (
+                parties(cpo, emsp),
+                running_hub(redis_url, keys, forward_timeout=10.0, forward_timeouts=timeouts) as hub,
+                httpx.AsyncClient(timeout=30) as client,
+            ):
+                await connect_party(store, hub, cpo)
+                await connect_party(store, hub, emsp)
+                await hub.synced(store)
+                yield World(hub, receiver, emsp, client)
+        finally:
+            await drop_keys(store, keys)
 
 
 def tracebacks(records: list[logging.LogRecord]) -> list[str]:
@@ -88,14 +101,16 @@ def tracebacks(records: list[logging.LogRecord]) -> list[str]:
     return [f"{r.name}: {r.getMessage()}" for r in records if r.levelno >= logging.ERROR and r.exc_info]
 
 
-async def test_a_receiver_that_never_answers_is_4002_on_time(hub_factory: HubFactory, store: PartyStore) -> None:
-    async with world_with(hub_factory, store, hang()) as w:
-        started = time.monotonic()
-        reply = await w.get()
-        took = time.monotonic() - started
-        assert reply.status_code == 200 and reply.json()["status_code"] == 4002, reply.text
-        assert FORWARD_TIMEOUT <= took < FORWARD_TIMEOUT + 0.3, took
-        await wait_until(lambda: w.counted("timeout") == 1, 1.0, 'outcome="timeout" counted')
+async def test_a_receiver_that_never_answers_is_4002_on_time(world: World) -> None:
+    w = world
+    w.receiver.behaviour = hang()
+    before = w.counted("timeout")
+    started = time.monotonic()
+    reply = await w.get()
+    took = time.monotonic() - started
+    assert reply.status_code == 200 and reply.json()["status_code"] == 4002, reply.text
+    assert FORWARD_TIMEOUT <= took < FORWARD_TIMEOUT + 0.3, took
+    await w.counts_one_more("timeout", before)
     print(f"\nhanging receiver: 4002 after {took:.3f} s (forward timeout {FORWARD_TIMEOUT} s)")
 
 
@@ -107,26 +122,26 @@ TRICKLED = answer_head(200, [(b"content-type", b"application/json")], 200) + b"x
     [trickle(TRICKLED, 0.1), stall(TRICKLED[:-200])],
     ids=["head-and-body-a-byte-per-100ms", "body-never-comes"],
 )
-async def test_a_trickling_receiver_is_4002_not_a_truncated_200(
-    hub_factory: HubFactory, store: PartyStore, behaviour: Behaviour
-) -> None:
-    async with world_with(hub_factory, store, behaviour) as w:
-        started = time.monotonic()
-        reply = await w.get()
-        took = time.monotonic() - started
-        assert reply.json()["status_code"] == 4002, reply.text
-        assert took < FORWARD_TIMEOUT + 0.3, took
+async def test_a_trickling_receiver_is_4002_not_a_truncated_200(world: World, behaviour: Behaviour) -> None:
+    world.receiver.behaviour = behaviour
+    started = time.monotonic()
+    reply = await world.get()
+    took = time.monotonic() - started
+    assert reply.json()["status_code"] == 4002, reply.text
+    assert took < FORWARD_TIMEOUT + 0.3, took
 
 
 @pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
 async def test_a_receiver_that_breaks_off_mid_body_is_4003_without_a_traceback(
-    hub_factory: HubFactory, store: PartyStore, caplog: pytest.LogCaptureFixture, reset: bool
+    world: World, caplog: pytest.LogCaptureFixture, reset: bool
 ) -> None:
     caplog.set_level(logging.INFO)
-    async with world_with(hub_factory, store, cut_off(declared=1000, sent=500, reset=reset)) as w:
-        reply = await w.get()
-        assert reply.status_code == 200 and reply.json()["status_code"] == 4003, reply.text
-        await wait_until(lambda: w.counted("unreachable") == 1, 1.0, 'outcome="unreachable" counted')
+    w = world
+    w.receiver.behaviour = cut_off(declared=1000, sent=500, reset=reset)
+    before = w.counted("unreachable")
+    reply = await w.get()
+    assert reply.status_code == 200 and reply.json()["status_code"] == 4003, reply.text
+    await w.counts_one_more("unreachable", before)
     assert not tracebacks(caplog.records), tracebacks(caplog.records)
 
 
@@ -152,13 +167,14 @@ async def rss_while_reading(url: str, headers: dict[str, str]) -> tuple[int, int
     return received, max(peak, process.memory_info().rss) - before, failure
 
 
-async def test_a_100_mib_answer_streams_in_bounded_memory(hub_factory: HubFactory, store: PartyStore) -> None:
+async def test_a_100_mib_answer_streams_in_bounded_memory(world: World) -> None:
+    w = world
     size = 100 * MIB
-    async with world_with(hub_factory, store, stream(size)) as w:
-        assert size > w.hub.settings.max_buffered_answer
-        started = time.monotonic()
-        received, growth, failure = await rss_while_reading(w.hub.url(PATH), w.emsp.headers_to(CPO))
-        took = time.monotonic() - started
+    assert size > w.hub.settings.max_buffered_answer
+    w.receiver.behaviour = stream(size)
+    started = time.monotonic()
+    received, growth, failure = await rss_while_reading(w.hub.url(BIG), w.emsp.headers_to(CPO))
+    took = time.monotonic() - started
     assert failure is None, failure
     assert received == size
     assert growth <= 50 * MIB, f"RSS grew by {growth / MIB:.1f} MiB while streaming 100 MiB"
@@ -168,12 +184,14 @@ async def test_a_100_mib_answer_streams_in_bounded_memory(hub_factory: HubFactor
 
 
 async def test_an_answer_cut_off_mid_stream_is_a_broken_connection(
-    hub_factory: HubFactory, store: PartyStore, caplog: pytest.LogCaptureFixture
+    world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    async with world_with(hub_factory, store, stream(100 * MIB, cut_at=10 * MIB)) as w:
-        received, _, failure = await rss_while_reading(w.hub.url(PATH), w.emsp.headers_to(CPO))
-        await wait_until(lambda: w.counted("unreachable") == 1, 1.0, 'outcome="unreachable" counted')
+    w = world
+    w.receiver.behaviour = stream(100 * MIB, cut_at=10 * MIB)
+    before = w.counted("unreachable", "tariffs")
+    received, _, failure = await rss_while_reading(w.hub.url(BIG), w.emsp.headers_to(CPO))
+    await w.counts_one_more("unreachable", before, "tariffs")
     assert isinstance(failure, aiohttp.ClientPayloadError), f"read {received} bytes and then {failure!r}"
     assert received <= 10 * MIB
     assert not tracebacks(caplog.records), tracebacks(caplog.records)
@@ -211,11 +229,12 @@ HOSTILE_HEADERS = [
 ]
 
 
-async def test_hostile_answer_headers_stay_behind(hub_factory: HubFactory, store: PartyStore) -> None:
+async def test_hostile_answer_headers_stay_behind(world: World) -> None:
+    w = world
     body = ocpi_body([{"id": "L1"}])
-    async with world_with(hub_factory, store, answer(body, HOSTILE_HEADERS)) as w:
-        headers = w.emsp.headers_to(CPO)
-        reply = await w.client.get(w.hub.url(PATH), headers=headers)
+    w.receiver.behaviour = answer(body, HOSTILE_HEADERS)
+    headers = w.emsp.headers_to(CPO)
+    reply = await w.client.get(w.hub.url(PATH), headers=headers)
     assert reply.status_code == 200 and reply.content == body
     names = {name.lower() for name in reply.headers}
     assert names <= ALLOWED, names - ALLOWED
@@ -235,14 +254,14 @@ async def test_hostile_answer_headers_stay_behind(hub_factory: HubFactory, store
     ids=["1000-headers", "a-100-KiB-header", "81-KiB-of-headers"],
 )
 async def test_an_answer_head_too_large_to_hold_is_4003(
-    hub_factory: HubFactory, store: PartyStore, headers: list[tuple[bytes, bytes]], caplog: pytest.LogCaptureFixture
+    world: World, headers: list[tuple[bytes, bytes]], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    async with world_with(hub_factory, store, answer(ocpi_body(), headers)) as w:
-        reply = await w.get()
-        assert reply.status_code == 200 and reply.json()["status_code"] == 4003, reply.text[:300]
-        # The hub is not worse for it: the next answer is an ordinary one.
-        w.receiver.behaviour = answer(ocpi_body())
-        assert (await w.get()).json()["status_code"] == 1000
-        await asyncio.sleep(0)
+    w = world
+    w.receiver.behaviour = answer(ocpi_body(), headers)
+    reply = await w.get()
+    assert reply.status_code == 200 and reply.json()["status_code"] == 4003, reply.text[:300]
+    # The hub is not worse for it: the next answer is an ordinary one.
+    w.receiver.behaviour = answer(ocpi_body())
+    assert (await w.get()).json()["status_code"] == 1000
     assert not tracebacks(caplog.records), tracebacks(caplog.records)

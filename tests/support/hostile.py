@@ -83,6 +83,17 @@ def answer(body: bytes, headers: Sequence[tuple[bytes, bytes]] = (), status: int
     return behave
 
 
+def slow(delay: float, body: bytes) -> Behaviour:
+    """An ordinary answer after ``delay`` seconds (a slow back end)."""
+    honest = answer(body)
+
+    async def behave(request: RawRequest, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(delay)  # the receiver's scripted slowness
+        await honest(request, writer)
+
+    return behave
+
+
 def hang() -> Behaviour:
     """Read the request, never answer (until the connection ends or the server stops)."""
 
@@ -174,6 +185,14 @@ class HostileReceiver:
             await self._arrived.wait_for(lambda: len(self.requests) >= count)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._exchanges(reader, writer)
+        except asyncio.CancelledError:
+            # Stopped by ``running()``: end quietly. asyncio's start_server asks a cancelled handler task for its
+            # exception and logs the CancelledError as an "unhandled exception" (Python 3.11).
+            return
+
+    async def _exchanges(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
