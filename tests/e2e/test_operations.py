@@ -39,8 +39,15 @@ from registry.store import PartyStore
 from routing.model import PartyKey, PartyRole
 from tests.support.fake_party import FakeParty, Received, ocpi, token_header, wait_until
 from tests.support.hubs import RunningHub, connect_party, parties
-from tests.support.processes import HubProcess, hub_env, hub_process, pid_alive, poll, wait_gone
-from tests.support.redis_server import free_port
+from tests.support.processes import (
+    HubProcess,
+    hub_env,
+    hub_process,
+    listening_socket,
+    pid_alive,
+    poll,
+    wait_gone,
+)
 from tests.support.tls import self_signed
 
 #: Who the test's registry changes are made by (audit events name an actor).
@@ -117,13 +124,14 @@ def kill_leftovers(pids: Iterable[int]) -> None:
 async def serving(
     tmp_path: Path, keys: RegistryKeys, redis_url: str, *extra: str, name: str = "hub", scheme: str = "http"
 ) -> AsyncIterator[HubProcess]:
-    """``ocpi-hub serve`` on a free port with this test's key prefix (not yet ready); stopped, with any
-    worker it leaves behind, at the end."""
-    port = free_port()
+    """``ocpi-hub serve`` on a socket bound to port 0 here and handed over, with this test's key prefix (not yet
+    ready); stopped, with any worker it leaves behind, at the end."""
+    sock = listening_socket()
+    port = sock.getsockname()[1]
     args = ("--redis-url", redis_url, "--public-url", f"{scheme}://127.0.0.1:{port}", *extra)
     env = hub_env(key_prefix=keys.prefix)
     workers: list[int] = []
-    async with hub_process(*args, port=port, env=env, log=tmp_path / f"{name}.log", cwd=tmp_path) as hub:
+    async with hub_process(*args, sock=sock, env=env, log=tmp_path / f"{name}.log", cwd=tmp_path) as hub:
         try:
             yield hub
         finally:

@@ -29,7 +29,6 @@ from tests.support.processes import (
     run_ocpi_hub,
     wait_gone,
 )
-from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -62,9 +61,8 @@ async def test_first_run_on_embedded_redis_registers_a_party_declared_with_the_c
     tmp_path: Path, data_dir: Path, cpo: FakeParty, client: httpx.AsyncClient
 ) -> None:
     env = hub_env(key_prefix=f"e2e:{uuid.uuid4().hex}:")
-    port = free_port()
     log = tmp_path / "hub.log"
-    async with hub_process("--data-dir", str(data_dir), port=port, env=env, log=log, cwd=tmp_path) as hub:
+    async with hub_process("--data-dir", str(data_dir), env=env, log=log, cwd=tmp_path) as hub:
         await hub.wait_ready(15.0)
         assert embedded_redis_pid(data_dir) is not None, "no embedded redis-server recorded under the data dir"
 
@@ -110,7 +108,7 @@ async def test_a_party_declared_before_the_first_start_registers_after_it(
     assert leftover is None or not pid_alive(leftover), f"the CLI left redis-server {leftover} running"
 
     log = tmp_path / "hub.log"
-    async with hub_process("--data-dir", str(data_dir), port=free_port(), env=env, log=log, cwd=tmp_path) as hub:
+    async with hub_process("--data-dir", str(data_dir), env=env, log=log, cwd=tmp_path) as hub:
         await hub.wait_ready(15.0)
         reply = await cpo.register(hub.versions_url, token_a)
         assert reply.status_code == 200, f"{reply.text}\n{hub.log_tail()}"
@@ -123,7 +121,7 @@ async def test_sigterm_exits_0_and_stops_the_embedded_redis(
 ) -> None:
     env = hub_env(key_prefix=f"e2e:{uuid.uuid4().hex}:")
     log = tmp_path / "hub.log"
-    async with hub_process("--data-dir", str(data_dir), port=free_port(), env=env, log=log, cwd=tmp_path) as hub:
+    async with hub_process("--data-dir", str(data_dir), env=env, log=log, cwd=tmp_path) as hub:
         await hub.wait_ready(15.0)
         redis_pid = embedded_redis_pid(data_dir)
         assert redis_pid is not None and pid_alive(redis_pid)
@@ -158,16 +156,10 @@ async def test_two_hubs_on_one_redis_see_registration_and_removal_within_a_secon
     client: httpx.AsyncClient,
 ) -> None:
     env = hub_env(key_prefix=keys.prefix)
-    p1, p2 = free_port(), free_port()
-    while p2 == p1:
-        p2 = free_port()
-
-    def args(port: int) -> tuple[str, ...]:
-        return ("--redis-url", redis_url, "--public-url", f"http://127.0.0.1:{port}")
-
+    # Each on its own socket bound to port 0; its public URL is the default, http://127.0.0.1:{its port}.
     async with (
-        hub_process(*args(p1), port=p1, env=env, log=tmp_path / "hub1.log", cwd=tmp_path) as hub1,
-        hub_process(*args(p2), port=p2, env=env, log=tmp_path / "hub2.log", cwd=tmp_path) as hub2,
+        hub_process("--redis-url", redis_url, env=env, log=tmp_path / "hub1.log", cwd=tmp_path) as hub1,
+        hub_process("--redis-url", redis_url, env=env, log=tmp_path / "hub2.log", cwd=tmp_path) as hub2,
     ):
         await asyncio.gather(hub1.wait_ready(15.0), hub2.wait_ready(15.0))
         # Each hub serves its own public URL.

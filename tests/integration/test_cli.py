@@ -41,7 +41,7 @@ from tests.support.processes import (
     run_ocpi_hub,
     stop_process,
 )
-from tests.support.redis_server import free_port
+from tests.support.servers import refusing_port
 
 pytestmark = pytest.mark.integration
 
@@ -324,8 +324,8 @@ async def test_malformed_party_argument_is_one_line(
 async def test_unreachable_registry_is_one_line_naming_the_registry(
     store: PartyStore, cli: RegistryCli, args: tuple[str, ...]
 ) -> None:
-    closed = f"redis://127.0.0.1:{free_port()}/0"
-    line = refused(await cli(*args, redis_url=closed))
+    with refusing_port() as port:
+        line = refused(await cli(*args, redis_url=f"redis://127.0.0.1:{port}/0"))
     assert "registry" in line.lower()
     assert await prefix_keys(store) == []
 
@@ -488,8 +488,9 @@ async def test_remove_with_the_store_redis_down_changes_nothing(store: PartyStor
     # The platform's stored objects live on store_redis_url: removing it there must not half-happen.
     await declare_abc(store)
     before = await registry_state(store)
-    env = hub_env(key_prefix=cli.prefix, store_redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    result = await run_ocpi_hub("registry", "--redis-url", cli.redis_url, "remove", "NL:ABC", "--yes", env=env)
+    with refusing_port() as port:
+        env = hub_env(key_prefix=cli.prefix, store_redis_url=f"redis://127.0.0.1:{port}/0")
+        result = await run_ocpi_hub("registry", "--redis-url", cli.redis_url, "remove", "NL:ABC", "--yes", env=env)
     refused(result)
     assert await registry_state(store) == before
 
@@ -891,7 +892,7 @@ async def test_a_registry_command_leaves_an_embedded_redis_that_others_use_runni
 async def test_serve_logs_plain_json_lines_without_colours(tmp_path: Path, redis_url: str, keys: RegistryKeys) -> None:
     log = tmp_path / "hub.log"
     env = hub_env(key_prefix=keys.prefix)
-    async with hub_process("--redis-url", redis_url, port=free_port(), env=env, log=log, cwd=tmp_path) as running:
+    async with hub_process("--redis-url", redis_url, env=env, log=log, cwd=tmp_path) as running:
         await running.wait_ready()
         assert await running.stop() == 0
     lines = [line for line in log.read_text().splitlines() if line.strip()]

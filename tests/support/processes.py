@@ -1,6 +1,8 @@
 """Real ``ocpi-hub`` processes for tests: the CLI and the server as subprocesses, always stopped by their PID.
 
-Nothing here sleeps to wait for readiness: every wait polls a condition with a bounded deadline.
+A server gets a socket bound here to port 0 and already listening (``serve --listen-fd``): its port is known before
+it starts and cannot be taken by anyone else meanwhile. Nothing here sleeps to wait for readiness: every wait polls
+a condition with a bounded deadline.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.support.servers import bound_socket
 
 Process = asyncio.subprocess.Process
 
@@ -188,26 +193,58 @@ class HubProcess:
         return await stop_process(self.process, timeout)
 
 
+def listening_socket() -> socket.socket:
+    """A TCP socket bound to 127.0.0.1:0 and listening: its port is the hub's before the hub has started, and no other
+    process can take it in between (no bind-close-reuse race)."""
+    sock = bound_socket()
+    sock.listen(128)  # the server listens again with its own backlog
+    return sock
+
+
 @asynccontextmanager
 async def hub_process(
-    *args: str, port: int, env: Mapping[str, str], log: Path, cwd: Path | None = None
+    *args: str,
+    env: Mapping[str, str],
+    log: Path,
+    cwd: Path | None = None,
+    sock: socket.socket | None = None,
+    port: int | None = None,
 ) -> AsyncIterator[HubProcess]:
-    """Start ``ocpi-hub serve --host 127.0.0.1 --port PORT ARGS`` (not yet ready); stop it by its PID at the end."""
-    with log.open("wb") as sink:
-        process = await asyncio.create_subprocess_exec(
-            ocpi_hub_executable(),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *args,
-            env=dict(env),
-            cwd=cwd,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=sink,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+    """Start ``ocpi-hub serve ARGS`` (not yet ready) on a socket bound here to 127.0.0.1:0 and handed over with
+    ``--listen-fd`` (or on ``sock``, already listening, when the test needs the port first; it is handed over and
+    closed here); stop it by its PID at the end. ``--host 127.0.0.1 --port P`` name the same socket: the hub's
+    default public URL is built from them (``http(s)://127.0.0.1:P``), not from the inherited socket.
+
+    ``port`` (for callers that pick a port themselves): bind nothing here and let the hub bind 127.0.0.1:``port``;
+    prefer the default, which cannot lose its port to another process between picking and binding."""
+    if port is not None:
+        if sock is not None:
+            raise ValueError("give a socket or a port, not both")
+        listen: tuple[str, ...] = ("--host", "127.0.0.1", "--port", str(port))
+        fds: tuple[int, ...] = ()
+    else:
+        sock = sock or listening_socket()
+        port = sock.getsockname()[1]
+        listen = ("--host", "127.0.0.1", "--port", str(port), "--listen-fd", str(sock.fileno()))
+        fds = (sock.fileno(),)
+    try:
+        with log.open("wb") as sink:
+            process = await asyncio.create_subprocess_exec(
+                ocpi_hub_executable(),
+                "serve",
+                *listen,
+                *args,
+                env=dict(env),
+                cwd=cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=sink,
+                stderr=asyncio.subprocess.STDOUT,
+                pass_fds=fds,
+            )
+    finally:
+        # The child has its own copy; this one would keep accepting into its backlog after the hub is gone.
+        if sock is not None:
+            sock.close()
     hub = HubProcess(process, port, log)
     try:
         yield hub

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from hub.http.server import OcpiHttpToolsProtocol
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port where every connection is refused while the block runs: bound here and never listening, so no
+    other process can start listening on it meanwhile (unlike a port found free and closed again)."""
+    sock = bound_socket()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
 
 
 def bound_socket() -> socket.socket:
