@@ -17,8 +17,7 @@ from registry.store import PartyStore
 from routing.model import PartyKey, PartyRole
 from tests.support.fake_party import FakeParty, token_header, wait_until
 from tests.support.hubs import TEST_ACTOR, HubFactory, RunningHub, connect_party
-from tests.support.processes import hub_env, hub_process, run_ocpi_hub
-from tests.support.redis_server import free_port
+from tests.support.processes import hub_env, hub_process, poll, run_ocpi_hub
 
 pytestmark = pytest.mark.e2e
 
@@ -147,27 +146,29 @@ async def lease_holder(store: PartyStore) -> str:
     return raw.decode()
 
 
+async def everything_pushed(store: PartyStore) -> bool:
+    """The scheduler's cursor is at the last registry change: every change has been pushed (the cursor moves only
+    after a change's pushes were answered) and nothing is left that a lease holder would push again."""
+    return not await store.events_after(await store.events_cursor())
+
+
 async def test_lease_take_over_pushes_each_change_once(
     tmp_path: Path, redis_url: str, keys: RegistryKeys, store: PartyStore, client: httpx.AsyncClient
 ) -> None:
     env = hub_env(key_prefix=keys.prefix, lease_ttl="1")
-    ports = [free_port(), free_port()]
-
-    def args(port: int) -> tuple[str, ...]:
-        return ("--redis-url", redis_url, "--public-url", f"http://127.0.0.1:{port}")
-
     async with (
-        hub_process(*args(ports[0]), port=ports[0], env=env, log=tmp_path / "hub1.log") as hub1,
-        hub_process(*args(ports[1]), port=ports[1], env=env, log=tmp_path / "hub2.log") as hub2,
+        hub_process("--redis-url", redis_url, env=env, log=tmp_path / "hub1.log") as hub1,
+        hub_process("--redis-url", redis_url, env=env, log=tmp_path / "hub2.log") as hub2,
         FakeParty([("BE", "OBS", "EMSP")], name="observer").running() as observer,
     ):
         await asyncio.gather(hub1.wait_ready(15.0), hub2.wait_ready(15.0))
         _, token_a = await store.declare([PartyRole.parse("BE:OBS:EMSP")], "observer", actor=TEST_ACTOR)
-        for _ in range(50):  # the hub accepts the new token within a second
+
+        async def token_a_accepted() -> bool:
             ok = await client.get(hub1.versions_url, headers={"Authorization": token_header(token_a)})
-            if ok.status_code == 200:
-                break
-            await asyncio.sleep(0.02)
+            return ok.status_code == 200
+
+        await poll(token_a_accepted, 1.0, "hub 1 to accept the new token A")
         assert (await observer.register(hub1.versions_url, token_a)).json()["status_code"] == 1000
 
         added = await run_ocpi_hub("registry", "--redis-url", redis_url, "add", "--party", "NL:AAA:CPO", env=env)
@@ -189,7 +190,9 @@ async def test_lease_take_over_pushes_each_change_once(
         removed = await run_ocpi_hub("registry", "--redis-url", redis_url, "suspend", "NL:AAA", env=env)
         assert removed.returncode == 0, str(removed)
         await wait_until(lambda: statuses(observer, "NL:AAA:CPO") == ["PLANNED", "SUSPENDED"], 5, "third push")
-        await asyncio.sleep(1.0)  # any duplicate would have come by now
+        # No sleeping "until a duplicate would have come": once the cursor is past the last change, no lease holder
+        # has anything left to push, so what the observer holds now is all it will ever get of these changes.
+        await poll(lambda: everything_pushed(store), 5.0, "the scheduler's cursor to reach the last change")
         assert statuses(observer, "NL:AAA:CPO") == ["PLANNED", "SUSPENDED"]
         assert statuses(observer, "NL:BBB:CPO") == ["PLANNED"]
 
