@@ -57,6 +57,42 @@ def everyone(m: Market) -> list[FakeParty]:
     return [m.cp1, m.cp2, m.em1, m.em2, m.nsp, m.other, m.nap]
 
 
+def counted(hub: RunningHub, name: str, **labels: str) -> float:
+    """The sum of a counter's samples whose labels include ``labels`` (0 when none was counted)."""
+    return sum(
+        sample.value
+        for family in hub.metrics.collect()
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+async def fan_outs_finished(hub: RunningHub, module: str, copies: int) -> None:
+    """Wait (bounded) until ``copies`` broadcast copies of ``module`` have had their outcome and no fan-out is left
+    running: from then on nobody gets another copy of what was pushed, so an absence can be asserted."""
+    runtime = hub.app.runtime
+    assert runtime is not None
+
+    def finished() -> bool:
+        delivered = counted(hub, "ocpihub_broadcast_deliveries_total", module=module)
+        return delivered >= copies and not runtime.tasks.running("broadcast:")
+
+    await wait_until(finished, 5, f"{copies} {module} copies delivered and every fan-out finished")
+    assert counted(hub, "ocpihub_broadcast_deliveries_total", module=module) == copies
+
+
+async def refusal_counted(hub: RunningHub, before: float) -> None:
+    """Wait (bounded) until the hub has accounted one more refused request (its metrics move after the answer):
+    a refused push was decided and answered, and nothing was accepted for a fan-out."""
+    await wait_until(
+        lambda: counted(hub, "ocpihub_requests_total", outcome="client_error") > before, 5, "the refusal counted"
+    )
+    assert counted(hub, "ocpihub_broadcasts_total") == 0
+    runtime = hub.app.runtime
+    assert runtime is not None
+    assert not runtime.tasks.running("broadcast:")
+
+
 async def test_cpo_broadcast_reaches_emsps_nsps_and_others_only(market: Market) -> None:
     m = market
     headers = m.cp1.headers_to(HUB) | {"X-Correlation-ID": "corr-b", "X-Request-ID": "req-b"}
@@ -85,8 +121,9 @@ async def test_cpo_broadcast_reaches_emsps_nsps_and_others_only(market: Market) 
         assert got.headers["x-request-id"] != "req-b"
         request_ids.add(got.headers["x-request-id"])
     assert len(request_ids) == 4
-    # Not to CPOs, not back to the sender, not to a NAP (no opposite role defined for it).
-    await asyncio.sleep(0.2)  # a copy that should not come would have come by now
+    # Not to CPOs, not back to the sender, not to a NAP (no opposite role defined for it): asserted once the
+    # fan-out has finished with exactly the 4 copies above.
+    await fan_outs_finished(m.hub, "locations", 4)
     assert not m.cp1.received
     assert not m.cp2.received
     assert not m.nap.received
@@ -94,7 +131,7 @@ async def test_cpo_broadcast_reaches_emsps_nsps_and_others_only(market: Market) 
 
 async def test_emsp_and_other_broadcasts_reach_cpos_only(market: Market) -> None:
     m = market
-    for sender in (m.em1, m.other):
+    for copies, sender in enumerate((m.em1, m.other), start=1):
         for party in everyone(m):
             party.received.clear()
         cc, pid = sender.party()
@@ -106,7 +143,7 @@ async def test_emsp_and_other_broadcasts_reach_cpos_only(market: Market) -> None
         assert reply.json()["status_code"] == 1000
         await wait_until(lambda: bool(m.cp1.received and m.cp2.received), 5, "copies to the CPOs")
         assert m.cp1.received[0].path == f"/ocpi/2.2.1/tokens/receiver/{cc}/{pid}/TOK1"
-        await asyncio.sleep(0.2)
+        await fan_outs_finished(m.hub, "tokens", 2 * copies)
         assert not any(p.received for p in (m.em1, m.em2, m.nsp, m.other, m.nap))
 
 
@@ -125,15 +162,17 @@ async def test_emsp_and_other_broadcasts_reach_cpos_only(market: Market) -> None
 async def test_refused_broadcasts_are_2001_and_reach_nobody(market: Market, method: str, path: str) -> None:
     m = market
     body = b"{}" if method in ("PUT", "POST") else None
+    before = counted(m.hub, "ocpihub_requests_total", outcome="client_error")
     reply = await m.client.request(method, m.hub.url(path), headers=m.cp1.headers_to(HUB), content=body)
     assert reply.status_code == 400
     assert reply.json()["status_code"] == 2001
-    await asyncio.sleep(0.2)
+    await refusal_counted(m.hub, before)
     assert not any(p.received for p in everyone(m))
 
 
 async def test_fan_out_to_20_with_one_silent_recipient(hub_factory: HubFactory, store: PartyStore) -> None:
     released = asyncio.Event()
+    hung_up = asyncio.Event()  # set when the test is done: the silent recipient's handler may end then
     arrivals: dict[str, float] = {}
 
     async def respond(r: Received) -> Response:
@@ -142,7 +181,7 @@ async def test_fan_out_to_20_with_one_silent_recipient(hub_factory: HubFactory, 
         # this would deadlock and the test would time out.
         await asyncio.wait_for(released.wait(), 5)
         if party == "E00":
-            await asyncio.sleep(30)  # never answers within the per-recipient timeout
+            await asyncio.wait_for(hung_up.wait(), 30)  # never answers within the per-recipient timeout
         arrivals[party] = time.monotonic()
         return ocpi()
 
@@ -182,6 +221,7 @@ async def test_fan_out_to_20_with_one_silent_recipient(hub_factory: HubFactory, 
             == 19
         )
         assert time.monotonic() - answered < 1.0 + 1.0
+        hung_up.set()
 
 
 @pytest.mark.parametrize(
@@ -198,8 +238,9 @@ async def test_broadcasts_the_hub_refuses(
 ) -> None:
     m = market
     party = getattr(m, sender)
+    before = counted(m.hub, "ocpihub_requests_total", outcome="client_error")
     reply = await m.client.put(m.hub.url(path), headers=party.headers_to(HUB), content=body)
     assert reply.status_code == http_status
     assert reply.json()["status_code"] == 2001
-    await asyncio.sleep(0.2)  # a copy that should not go would have gone by now
+    await refusal_counted(m.hub, before)
     assert not any(p.received for p in everyone(m))
