@@ -18,7 +18,7 @@ from routing.model import ConnectionStatus, PartyKey, PartyRole
 from tests.support.fake_party import FakeParty, token_header
 from tests.support.hubs import RunningHub, connect_party
 from tests.support.processes import hub_env, ocpi_hub_executable
-from tests.support.servers import bound_socket, serve
+from tests.support.servers import refusing_port, serve
 
 #: Who the test's registry changes are made by (audit events name an actor).
 TEST_ACTOR = Actor.cli("test", "localhost")
@@ -167,33 +167,38 @@ async def assert_untouched(store: PartyStore, hub: RunningHub, token_a: str, cli
 async def test_unreachable_versions_url_is_3001(
     hub_factory: object, store: PartyStore, client: httpx.AsyncClient
 ) -> None:
+    hung_up = asyncio.Event()  # set when the test is done: the silent server's handler may end then
+
     async def slow(_request: object) -> Response:
-        await asyncio.sleep(3)  # well past the 1 s forward timeout; short so shutdown is quick
+        await asyncio.wait_for(hung_up.wait(), 30)  # well past the 1 s forward timeout
         return Response(b"late")
 
     async def html(_request: object) -> Response:
         return Response(b"<html>hello</html>", media_type="text/html")
 
-    closed = bound_socket()
-    closed_url = f"http://127.0.0.1:{closed.getsockname()[1]}/ocpi/versions"  # bound, never listening: refused
     app = Starlette(routes=[Route("/slow", slow), Route("/html", html)])
-    async with serve(app, lifespan="off") as port, hub_factory(forward_timeout=1.0) as running:  # type: ignore[operator]
-        for url in (closed_url, f"http://127.0.0.1:{port}/slow", f"http://127.0.0.1:{port}/html"):
-            party = FakeParty([("NL", "CPO", "CPO")])
-            token_a = await declare(store, party, running)
-            credentials = party.my_credentials() | {"url": url}
-            started = time.monotonic()
-            reply = await client.post(
-                running.url("/ocpi/2.2.1/credentials"),
-                headers={"Authorization": token_header(token_a)},
-                json=credentials,
-            )
-            assert time.monotonic() - started < 1.0 + 0.5, url
-            assert reply.status_code == 200
-            assert reply.json()["status_code"] == 3001, reply.text
-            await assert_untouched(store, running, token_a, client)
-            await store.remove((await store.find(PartyKey("NL", "CPO"))).id, actor=TEST_ACTOR)
-    closed.close()
+    with refusing_port() as closed:  # bound, never listening: connections are refused
+        async with (
+            serve(app, lifespan="off") as port,
+            hub_factory(forward_timeout=1.0) as running,  # type: ignore[operator]
+        ):
+            closed_url = f"http://127.0.0.1:{closed}/ocpi/versions"
+            for url in (closed_url, f"http://127.0.0.1:{port}/slow", f"http://127.0.0.1:{port}/html"):
+                party = FakeParty([("NL", "CPO", "CPO")])
+                token_a = await declare(store, party, running)
+                credentials = party.my_credentials() | {"url": url}
+                started = time.monotonic()
+                reply = await client.post(
+                    running.url("/ocpi/2.2.1/credentials"),
+                    headers={"Authorization": token_header(token_a)},
+                    json=credentials,
+                )
+                assert time.monotonic() - started < 1.0 + 0.5, url
+                assert reply.status_code == 200
+                assert reply.json()["status_code"] == 3001, reply.text
+                await assert_untouched(store, running, token_a, client)
+                await store.remove((await store.find(PartyKey("NL", "CPO"))).id, actor=TEST_ACTOR)
+            hung_up.set()
 
 
 async def test_missing_endpoints_is_3003(hub: RunningHub, store: PartyStore, client: httpx.AsyncClient) -> None:

@@ -111,7 +111,11 @@ async def test_reachable_again_is_logged_after_an_outage_and_not_at_start(
             task = asyncio.create_task(holder.run())
             try:
                 await wait_until(lambda: holder.loaded and holder.reachable, 5, "first load")
-                await asyncio.sleep(0.2)  # a few polls
+                # Two more successful polls (each moves synced_at), not a sleep: the path that would log it ran.
+                first = holder.synced_at
+                await wait_until(lambda: holder.synced_at > first, 5, "a successful poll")
+                second = holder.synced_at
+                await wait_until(lambda: holder.synced_at > second, 5, "another successful poll")
                 assert "registry reachable again" not in caplog.messages
                 server.stop()
                 await wait_until(lambda: not holder.reachable, 5, "the outage noticed")
