@@ -154,6 +154,9 @@ async def test_redis_stopped_and_back_with_its_data(
         assert not probe.failures(), probe.failures()[:5]
         assert w.hub.app.runtime is not None and w.hub.app.runtime.holder.table.version == version
         outage = results[at_stop:at_restart]
+        # The refresh loop rode the outage out itself: no background task failed and was restarted.
+        metrics = await scrape(w.client, w.hub.admin_url("/metrics"))
+        assert metrics.value("ocpihub_background_task_restarts_total") == 0
 
         # A change made once it is back reaches routing.
         changed = time.monotonic()
@@ -172,12 +175,21 @@ async def test_redis_frozen(hub_factory: HubFactory, own_redis: RedisServer, own
     client's socket timeout, as for a stopped Redis; after SIGCONT a change reaches routing."""
     async with world_on(hub_factory, own_redis, own_store) as w:
         async with watching_readiness(w.hub.url("/readyz")) as probe, steady_load(w.route, PACE) as load:
-            frozen, at_freeze = time.monotonic(), len(load.results)
+            frozen, at_freeze, frozen_at = time.monotonic(), len(load.results), time.time()
             w.redis.freeze()
             try:
                 await outage_of(load, OUTAGE_REQUESTS)
                 routed = len(load.results) - at_freeze
                 assert not unanswered(load.results), unanswered(load.results)[:5]
+                # The snapshot is not known to be current any more: the last-sync gauge stopped (an operator's alert
+                # on its age fires), whatever /readyz says.
+                metrics = await scrape(w.client, w.hub.admin_url("/metrics"))
+                last_sync = metrics.value("ocpihub_registry_last_sync_timestamp_seconds")
+                assert last_sync <= frozen_at + 0.5, last_sync - frozen_at
+                print(
+                    f"\nredis frozen: {routed} of {routed} routed in {time.monotonic() - frozen:.1f} s; last sync "
+                    f"{time.time() - last_sync:.1f} s ago"
+                )
                 noticed = await w.wait_registry("unreachable", SOCKET_TIMEOUT + 2.0, frozen)
                 assert await w.registry_up() == 0
             finally:
@@ -190,10 +202,7 @@ async def test_redis_frozen(hub_factory: HubFactory, own_redis: RedisServer, own
         assert not probe.failures(), probe.failures()[:5]
         await w.store.suspend(w.cpo_id, actor=TEST_ACTOR)
         await w.routes_as((200, 4003), 2.0, "the suspension to reach routing")
-    print(
-        f"\nredis frozen: {routed} of {routed} routed; unreachable after {noticed:.2f} s; "
-        f"reachable {back:.2f} s after SIGCONT"
-    )
+    print(f"redis frozen: unreachable after {noticed:.2f} s; reachable {back:.2f} s after SIGCONT")
 
 
 async def test_redis_restarted_empty_is_the_truth(
@@ -257,6 +266,38 @@ async def test_relays_work_after_redis_restarted_empty(
         )
         relayed = w.cpo.received[-1].json["response_url"]
         assert relayed.startswith(w.hub.url("/ocpi/2.2.1/relay/"))
+
+
+async def test_relays_work_for_a_hub_started_while_redis_was_down(
+    hub_factory: HubFactory, own_redis: RedisServer, own_store: PartyStore
+) -> None:
+    """A hub that starts while the registry is down is not ready (503) until it has loaded a snapshot, then serves
+    fully once Redis is up — relays included (the signing key is made at start-up, which found no Redis)."""
+    own_redis.stop()
+    cpo = FakeParty([(*CPO, "CPO")], name="cpo")
+    emsp = FakeParty([(*EMSP, "EMSP")], name="emsp")
+    async with (
+        parties(cpo, emsp),
+        hub_factory(redis_url=own_redis.url) as hub,
+        httpx.AsyncClient(timeout=10) as client,
+    ):
+        down = await readiness(client, hub.url("/readyz"))
+        assert (down.status, down.registry) == (503, "unreachable")
+        own_redis.start(keep_data=False)
+
+        async def ready() -> bool:
+            return (await readiness(client, hub.url("/readyz"))).status == 200
+
+        took = await poll(ready, 5.0, "the hub to be ready once Redis is up")
+        await connect_party(own_store, hub, cpo)
+        await connect_party(own_store, hub, emsp)
+        await hub.synced(own_store)
+        command = b'{"location_id":"L1","response_url":"' + emsp.base_url.encode() + b'/ocpi/2.2.1/cb/1"}'
+        reply = await client.post(
+            hub.url("/ocpi/2.2.1/receiver/commands/START_SESSION"), headers=emsp.headers_to(CPO), content=command
+        )
+        assert reply.json()["status_code"] == 1000, f"a command with a valid response_url: {reply.text}"
+    print(f"\nhub started while redis was down: 503 until Redis was up, ready {took:.2f} s after it")
 
 
 async def test_a_registry_back_at_the_same_version_with_other_data_is_the_truth(
