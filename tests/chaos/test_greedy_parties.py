@@ -250,3 +250,7 @@ async def test_a_burst_past_the_rate_limit_is_429_with_retry_after(hub_factory: 
     assert len(cpo.received) == len(passed)
     assert emsp.received[-1].headers["x-correlation-id"] == "last"
     assert metrics.value("ocpihub_requests_total", outcome="rate_limited") == len(limited)
+    retry = sorted({int(r.headers["retry-after"]) for r in limited})
+    print(
+        f"\nrate limit (1/s, burst {burst}): {attempts} at once, {len(passed)} forwarded, {len(limited)} x 429 {retry}"
+    )
