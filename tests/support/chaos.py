@@ -34,7 +34,6 @@ from routing.model import PartyRole
 from tests.support.fake_party import FakeParty, token_header
 from tests.support.hubs import TEST_ACTOR, RunningHub
 from tests.support.processes import HubProcess, hub_env, hub_process, poll
-from tests.support.redis_server import free_port
 from tests.support.servers import bound_socket, serve
 
 T = TypeVar("T")
@@ -292,13 +291,11 @@ def kill_all(pids: Iterable[int]) -> None:
 async def serving(
     log_dir: Path, keys: RegistryKeys, redis_url: str, *extra: str, name: str = "hub"
 ) -> AsyncIterator[HubProcess]:
-    """``ocpi-hub serve`` on a free port with this test's key prefix, ready; stopped by its PID at the end, and any
-    worker it leaves behind killed by its PID."""
-    port = free_port()
-    args = ("--redis-url", redis_url, "--public-url", f"http://127.0.0.1:{port}", *extra)
+    """``ocpi-hub serve`` on a listening socket handed over to it, with this test's key prefix, ready; stopped by its
+    PID at the end, and any worker it leaves behind killed by its PID."""
     env = hub_env(key_prefix=keys.prefix)
     workers: list[int] = []
-    async with hub_process(*args, port=port, env=env, log=log_dir / f"{name}.log", cwd=log_dir) as hub:
+    async with hub_process("--redis-url", redis_url, *extra, env=env, log=log_dir / f"{name}.log", cwd=log_dir) as hub:
         try:
             await hub.wait_ready(20.0)
             yield hub
