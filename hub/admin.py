@@ -67,7 +67,7 @@ def admin_app(
             return Response(b"# the hub is starting\n", status_code=503, media_type="text/plain")
         rt = current.runtime
         dropped = rt.tracker.dropped if rt.tracker is not None else 0
-        content, content_type = exposition(rt.metrics, rt.holder, rt.outbound, rt.leader, dropped)
+        content, content_type = exposition(rt.metrics, rt.holder, rt.outbound, rt.leader, dropped, rt.learner.dropped)
         return Response(content, media_type=content_type)
 
     routes: list[BaseRoute] = [

@@ -53,7 +53,8 @@ async def _flush_loop(rt: Runtime) -> None:
     while True:
         await asyncio.sleep(FLUSH_INTERVAL)
         await flush(rt)
-        rt.metrics.refresh(rt.holder, rt.outbound, rt.leader, rt.tracker.dropped if rt.tracker else 0)
+        trace_dropped = rt.tracker.dropped if rt.tracker else 0
+        rt.metrics.refresh(rt.holder, rt.outbound, rt.leader, trace_dropped, rt.learner.dropped)
         logs.flush()
 
 

@@ -159,4 +159,5 @@ class OwnerLearner:
             await self.owners.learn(facts)
         except REGISTRY_ERRORS as exc:
             self.recent.difference_update(facts)  # not written: learnt again when seen again
+            self.dropped += len(facts)
             log.warning("owner index not updated (the store is unreachable): %s", exc)

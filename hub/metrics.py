@@ -171,8 +171,14 @@ class HubMetrics:
             "Message-tracking records not kept (too many waiting, or the registry was unreachable).",
             registry=registry,
         )
+        self.owner_facts_dropped = Counter(
+            "ocpihub_owner_facts_dropped_total",
+            "Open Routing owner-index facts not written (too many waiting, or the store was unreachable).",
+            registry=registry,
+        )
         self._skipped_seen = 0
         self._dropped_seen = 0
+        self._facts_dropped_seen = 0
         self._process: _ProcessGauges | None = None
         if self.multiprocess:
             self._process = _ProcessGauges(registry)
@@ -185,7 +191,14 @@ class HubMetrics:
         if counter is not None:
             counter.inc()
 
-    def refresh(self, holder: SnapshotHolder, outbound: Outbound, leader: bool, trace_dropped: int = 0) -> None:
+    def refresh(
+        self,
+        holder: SnapshotHolder,
+        outbound: Outbound,
+        leader: bool,
+        trace_dropped: int = 0,
+        owner_facts_dropped: int = 0,
+    ) -> None:
         """Set this process's gauges from the snapshot, the pools and the scheduler (cheap: called every second)."""
         table = holder.table
         self.registry_up.set(1 if holder.reachable else 0)
@@ -204,6 +217,9 @@ class HubMetrics:
         if trace_dropped > self._dropped_seen:
             self.trace_dropped.inc(trace_dropped - self._dropped_seen)
             self._dropped_seen = trace_dropped
+        if owner_facts_dropped > self._facts_dropped_seen:
+            self.owner_facts_dropped.inc(owner_facts_dropped - self._facts_dropped_seen)
+            self._facts_dropped_seen = owner_facts_dropped
         if self._process is not None:
             self._process.refresh()
 
@@ -272,10 +288,15 @@ def _forget_dead_workers(directory: str) -> None:
 
 
 def exposition(
-    metrics: HubMetrics, holder: SnapshotHolder, outbound: Outbound, leader: bool, trace_dropped: int = 0
+    metrics: HubMetrics,
+    holder: SnapshotHolder,
+    outbound: Outbound,
+    leader: bool,
+    trace_dropped: int = 0,
+    owner_facts_dropped: int = 0,
 ) -> tuple[bytes, str]:
     """The /metrics body; with several workers (PROMETHEUS_MULTIPROC_DIR), every worker's figures combined."""
-    metrics.refresh(holder, outbound, leader, trace_dropped)
+    metrics.refresh(holder, outbound, leader, trace_dropped, owner_facts_dropped)
     registry = metrics.registry
     directory = os.environ.get(_MULTIPROC_ENV)
     if directory is not None and Path(directory).is_dir():

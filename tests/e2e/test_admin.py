@@ -7,6 +7,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from hub.holdings import MAX_PENDING_FACTS
+from routing.model import PartyKey
+from routing.owners import OwnerFact, OwnerKind
 from tests.support.fake_party import wait_until
 from tests.support.hubs import HubFactory, RunningHub
 
@@ -71,3 +74,17 @@ async def test_admin_token(hub_factory: HubFactory, client: httpx.AsyncClient) -
         assert wrong.status_code == 401
         allowed = await client.get(running.admin_url("/metrics"), headers={"Authorization": "Bearer s3cret-admin"})
         assert allowed.status_code == 200
+
+
+async def test_owner_facts_past_the_bound_are_counted_in_metrics(hub: RunningHub, client: httpx.AsyncClient) -> None:
+    # The owner index is a routing aid written off the hot path: what cannot wait is dropped, never silently.
+    runtime = hub.app.runtime
+    assert runtime is not None
+    over = 7
+    facts = tuple(
+        OwnerFact(OwnerKind.TOKEN, f"TOKEN{i}", PartyKey("NL", "EMS")) for i in range(MAX_PENDING_FACTS + over)
+    )
+    runtime.learner.pending.clear()
+    runtime.learner.note(facts)
+    samples = families((await client.get(hub.admin_url("/metrics"))).text)
+    assert samples["ocpihub_owner_facts_dropped_total"][0][1] == over
