@@ -119,7 +119,7 @@ class Broadcaster:
                 "interface": "RECEIVER",
                 "method": push.method,
                 "path": push.suffix,
-                "status": status,
+                "status": status or None,  # no HTTP answer (timeout, unreachable)
                 "outcome": outcome.value,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             },

@@ -116,6 +116,10 @@ class BatchingHandler(logging.Handler):
         super().close()
 
 
+#: Taken at import: workers are spawned (uvicorn, hypercorn), so each imports this module afresh.
+_PID: Final = os.getpid()
+
+
 def event(logger: logging.Logger, message: str, fields: dict[str, Any]) -> bytes:
     """One INFO line per request or delivery, the same JSON the formatter writes; returns that line's bytes (message
     tracking keeps the very same line: hub/tracking.py), built once whether or not INFO is logged.
@@ -126,6 +130,7 @@ def event(logger: logging.Logger, message: str, fields: dict[str, Any]) -> bytes
     """
     line = {"time": _Clock.format(time.time()), "level": "info", "logger": logger.name, "message": message}
     line.update(fields)
+    line["pid"] = _PID  # which worker: `ocpi-hub trace` follows a message across processes
     raw = orjson.dumps(line, default=str)
     if logger.isEnabledFor(logging.INFO):
         handlers = logging.root.handlers

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import time
 from collections.abc import Coroutine
 from typing import Any, Final
@@ -64,8 +63,6 @@ ANSWER_HEADERS: Final = frozenset(
 CALLBACK_MODULES: Final = frozenset({ModuleID.COMMANDS, ModuleID.CHARGINGPROFILES})
 #: Metric label of requests that arrive on a relay URL.
 RELAY_LABEL: Final = "relay"
-#: This worker, on every log line and trace record (``ocpi-hub trace`` shows which process handled what).
-PID: Final = os.getpid()
 
 
 def outbound_headers(
@@ -502,7 +499,6 @@ class Proxy:
                 "ocpi_status": ex.ocpi_status or None,
                 "outcome": outcome.value,
                 "latency_ms": round(elapsed * 1000, 3),
-                "pid": PID,
             },
         )
         if self.rt.tracker is not None:

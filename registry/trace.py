@@ -156,7 +156,7 @@ def decode_record(line: bytes) -> TraceRecord | None:
         interface=data.get("interface") or "",
         method=data.get("method") or "",
         path=data.get("path") or "",
-        status=data.get("status"),
+        status=data.get("status") or None,  # 0: a broadcast copy that got no HTTP answer
         ocpi_status=data.get("ocpi_status"),
         outcome=data.get("outcome") or "",
         latency_ms=float(data.get("latency_ms") or 0.0),

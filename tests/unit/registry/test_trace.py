@@ -88,3 +88,11 @@ def test_query_values_are_dropped_keys_kept(path: str, stored_path: str) -> None
 )
 def test_what_counts_as_an_error(changes: dict[str, object], failed: bool) -> None:
     assert replace(RECORD, **changes).failed is failed  # type: ignore[arg-type]  # replace() takes any field
+
+
+def test_a_copy_without_an_http_answer_has_no_status() -> None:
+    # hub/broadcast.py logs status 0 for a copy that got no answer: "no HTTP answer", not a "0xx" class.
+    line = orjson.loads(encode_record(RECORD))
+    line["status"] = 0
+    decoded = decode_record(orjson.dumps(line))
+    assert decoded is not None and decoded.status is None
