@@ -128,7 +128,12 @@ def event(logger: logging.Logger, message: str, fields: dict[str, Any]) -> bytes
     lines are on the hot path. Any other set-up (a test's capture handler, a handler on the logger itself) gets an
     ordinary record.
     """
-    line = {"time": _Clock.format(time.time()), "level": "info", "logger": logger.name, "message": message}
+    line: dict[str, Any] = {
+        "time": _Clock.format(time.time()),
+        "level": "info",
+        "logger": logger.name,
+        "message": message,
+    }
     line.update(fields)
     line["pid"] = _PID  # which worker: `ocpi-hub trace` follows a message across processes
     raw = orjson.dumps(line, default=str)
