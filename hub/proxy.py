@@ -372,7 +372,10 @@ class Proxy:
         body: bytes,
         query: bytes,
     ) -> None:
-        async with self.rt.outbound.open(ex.method, url, out, body or None, self.timeouts[module]) as upstream:
+        # The requesting platform is the sender of the pool's fair share (hub/http/pool.py): a flooding platform
+        # waits behind its own requests, not in front of everyone else's.
+        timeout = self.timeouts[module]
+        async with self.rt.outbound.open(ex.method, url, out, body or None, timeout, ex.platform_id) as upstream:
             self.rt.metrics.latency[ex.module].observe(time.perf_counter() - ex.start)
             # Whole answers up to a size are read before the requester sees the head, so a receiver that fails
             # or stalls mid-answer becomes an honest 4002/4003 instead of a truncated 200.
