@@ -22,7 +22,7 @@ import orjson
 
 from hub.http.connection import ClosedError, Connection, ExpiredError
 from hub.http.policy import NetworkPolicy, PartyUrl, PartyUrlError, parse_party_url
-from hub.http.pool import IDLE_TIMEOUT, Budget, Limits, Pool
+from hub.http.pool import EVICTABLE_IDLE, Budget, Limits, Pool
 from hub.ids import new_request_id
 from routing import headers as h
 from routing.errors import ClientApiError, ForwardTimeoutError, OcpiError, ReceiverUnreachableError
@@ -33,6 +33,8 @@ Body = bytes | None
 SWEEP_INTERVAL: Final = 0.02
 #: An origin's pool without connections or requests for this long is dropped (pools come and go with parties).
 POOL_TTL: Final = 60.0
+#: How often idle connections are looked at: stale ones closed, evictable ones offered to requests in line.
+PRUNE_INTERVAL: Final = EVICTABLE_IDLE
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 #: The most a control-plane answer (versions, details, credentials) may be: they are a few KiB.
 MAX_JSON_ANSWER: Final = 4 * 1024 * 1024
@@ -280,7 +282,7 @@ class Outbound:
 
     def _schedule_prune(self) -> None:
         if self._pruner is None:
-            self._pruner = asyncio.get_running_loop().call_later(IDLE_TIMEOUT / 2, self._prune)
+            self._pruner = asyncio.get_running_loop().call_later(PRUNE_INTERVAL, self._prune)
 
     def _prune(self) -> None:
         self._pruner = None
@@ -289,6 +291,8 @@ class Outbound:
             pool.prune(now)
             if pool.unused and now - pool.last_used > POOL_TTL:
                 del self.pools[key]
+        # Idle connections that have become evictable since the last event are room for requests in line.
+        self.budget.wake_any()
         if self.pools:
             self._schedule_prune()
 

@@ -28,6 +28,9 @@ log = logging.getLogger("ocpihub.outbound")
 #: Idle connections are dropped before common server keep-alive timeouts (uvicorn's default is 5 s) expire,
 #: so the hub rarely writes into a connection the receiver is closing.
 IDLE_TIMEOUT: Final = 4.0
+#: While the budget is not full, only connections idle this long are closed to make room: a hot connection of a
+#: busy receiver (idle between two of its requests) is worth more than a place for a receiver that hangs.
+EVICTABLE_IDLE: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,8 @@ class Budget:
         """Whether ``pool`` may have one more connection, room permitting: none yet, or below its fair share."""
         if pool.open == 0:
             return True
-        contending = sum(1 for p in self.pools.values() if p.open or p.has_waiters)
+        # Pools holding only idle connections do not contend: those connections are theirs only until evicted.
+        contending = sum(1 for p in self.pools.values() if p.in_use or p.has_waiters)
         return pool.open < max(1, (self.limit - self.reserve) // max(1, contending))
 
     def can_take(self, pool: Pool) -> bool:
@@ -66,6 +70,15 @@ class Budget:
         if pool.open == 0:
             return True
         return self.limit - self.open > self.reserve and self.entitled(pool)
+
+    def could_open(self, pool: Pool) -> bool:
+        """Whether a waiter of ``pool`` could open a connection now: a free place it may take, or (within its share)
+        an idle connection of any pool to evict for one."""
+        if pool.open >= pool.limit:
+            return False
+        if self.can_take(pool):
+            return True
+        return self.entitled(pool) and self._evictable() is not None
 
     def take(self, pool: Pool) -> bool:
         if not self.can_take(pool):
@@ -76,25 +89,34 @@ class Budget:
     def give_back(self) -> None:
         self.open -= 1
 
-    def evict_idle(self) -> None:
-        """Close the longest-idle connection of any pool; its end frees a place (Pool.forget)."""
+    def _evictable(self) -> tuple[Pool, Connection] | None:
+        """The longest-idle connection of any pool, if it may be closed for room (see EVICTABLE_IDLE)."""
         oldest: tuple[Pool, Connection] | None = None
         for pool in self.pools.values():
             if pool.idle and (oldest is None or pool.idle[0].idle_since < oldest[1].idle_since):
                 oldest = (pool, pool.idle[0])
-        if oldest is not None:
-            pool, conn = oldest
-            pool.idle.remove(conn)
-            conn.abort()
+        if oldest is None:
+            return None
+        if self.open < self.limit and asyncio.get_running_loop().time() - oldest[1].idle_since < EVICTABLE_IDLE:
+            return None
+        return oldest
+
+    def evict_idle(self) -> bool:
+        """Close the evictable idle connection; its end frees a place (Pool.forget). False: none may go."""
+        oldest = self._evictable()
+        if oldest is None:
+            return False
+        pool, conn = oldest
+        pool.idle.remove(conn)
+        conn.abort()
+        return True
 
     def wake_any(self, exclude: Pool | None = None) -> None:
         """A place in the budget is free: wake a waiter of a pool that can use it, one without connections first."""
         chosen: Pool | None = None
         for pool in self.pools.values():
-            if pool is exclude or not pool.has_waiters or pool.open >= pool.limit:
-                continue
-            if not (self.can_take(pool) if self.open < self.limit else self.entitled(pool)):
-                continue  # room reserved for others, or beyond its share (a full budget: only those may evict)
+            if pool is exclude or not pool.has_waiters or not self.could_open(pool):
+                continue  # room reserved for others, or beyond its share
             if pool.open == 0:
                 chosen = pool
                 break
@@ -175,6 +197,7 @@ class Pool:
             if self.open < self.limit and self.budget.take(self):
                 self.open += 1
                 self.in_use += 1
+                self._offer_room()
                 try:
                     return await self._connect(connect_timeout), False
                 except BaseException:
@@ -184,14 +207,26 @@ class Pool:
                     self.next_waiter()
                     raise
             if self.open < self.limit:
-                if self.budget.open < self.budget.limit:
-                    # The free places are reserved, or beyond this pool's share: pass the turn to one that may use them.
+                if self.budget.entitled(self):
+                    # Within its share, yet the budget is full or down to its reserve: an idle connection (any
+                    # pool's) makes room; its end wakes this line again (Pool.forget).
+                    self.budget.evict_idle()
+                elif self.budget.open < self.budget.limit:
+                    # Beyond this pool's share: pass the turn to a pool that may use the free places.
                     self.budget.wake_any(exclude=self)
-                elif self.budget.entitled(self):
-                    self.budget.evict_idle()  # the cap is reached: make room from an idle connection
             # Nothing free: wait at the head of the line, which is where this request is — no one queued when it
             # came, or it was woken and a newcomer took the slot meanwhile (possible only while no one else queued).
             await self._wait_turn(sender, again=True)
+
+    def _offer_room(self) -> None:
+        """After taking a place: if room is left, let the next waiter (here, else of another pool) try for it.
+
+        Places are otherwise offered one per released or ended connection, so room that appeared while no waiter
+        could use it (beyond its share then, say) would stay unused by a queue that can use it now."""
+        if self.turns and self.budget.could_open(self):
+            self.next_waiter()
+        else:
+            self.budget.wake_any(exclude=self)
 
     async def _wait_turn(self, sender: str, again: bool = False) -> None:
         waiter = asyncio.get_running_loop().create_future()

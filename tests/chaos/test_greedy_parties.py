@@ -21,6 +21,8 @@ import aiohttp
 import httpx
 import pytest
 
+from hub.http.client import Outbound
+from hub.http.pool import Pool
 from registry.codec import RateLimit
 from registry.keys import RegistryKeys
 from registry.store import PartyStore
@@ -100,7 +102,8 @@ async def test_hanging_receivers_are_cut_off_at_their_pending_cap_and_a_healthy_
     usual = median(took for _, took in baseline)
     meanwhile = median(took for _, took in during)
     codes = sorted({code for code, _ in during})
-    assert codes == [1000] and meanwhile <= 2 * usual, (
+    # Blocked behind the hanging receivers would be seconds; 5 ms of slack keeps a busy CI machine's noise out.
+    assert codes == [1000] and meanwhile <= 2 * usual + 0.005, (
         f"the healthy pair while {HANGING} receivers hang: p50 {meanwhile * 1000:.1f} ms against "
         f"{usual * 1000:.1f} ms before, answers {codes}"
     )
@@ -110,12 +113,20 @@ async def test_hanging_receivers_are_cut_off_at_their_pending_cap_and_a_healthy_
     )
 
 
+def stuck_pools(outbound: Outbound) -> list[Pool]:
+    """Pools with requests in line that could open a connection now (Budget.could_open: a free place beyond the
+    reserve, or within their fair share an evictable idle connection): a missed wake-up leaves them there."""
+    return [p for p in outbound.budget.pools.values() if p.has_waiters and outbound.budget.could_open(p)]
+
+
 async def test_a_burst_that_fills_the_connection_budget_leaves_no_request_queued_while_there_is_room(
     hub_factory: HubFactory, store: PartyStore
 ) -> None:
     """Three hanging receivers get 20 requests each (16 admitted per receiver, 48 in all) with a process-wide budget
-    of 32 connections: the budget fills, idle connections are evicted to make room, and every place in it ends up
-    used by a waiting request — none stays queued behind a hung connection while the process may open another."""
+    of 32 connections. Connections are not taken back from a receiver that hangs, and the last places are kept for
+    pools without a connection (hub/http/pool.py Budget), so not every request gets one; but none may stay queued
+    while its pool could open a connection: within its fair share, idle connections (the registrations', once idle
+    for EVICTABLE_IDLE) are evicted to make room, and free places beyond the reserve are used."""
     budget = 32
     receivers = [HostileReceiver(hang()) for _ in range(3)]
     async with AsyncExitStack() as stack:
@@ -128,30 +139,37 @@ async def test_a_burst_that_fills_the_connection_budget_leaves_no_request_queued
         emsp = FakeParty([(*EMSP, "EMSP")], name="emsp")
         await stack.enter_async_context(parties(*dead, emsp))
         hub = await stack.enter_async_context(
-            hub_factory(max_connections=budget, max_pending_per_receiver=PENDING_CAP, forward_timeout=2.0)
+            hub_factory(max_connections=budget, max_pending_per_receiver=PENDING_CAP, forward_timeout=5.0)
         )
         client = await stack.enter_async_context(httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=80)))
         for party in (*dead, emsp):
             await connect_party(store, hub, party)
         await hub.synced(store)
+        assert hub.app.runtime is not None
+        outbound = hub.app.runtime.outbound
+        admitted = len(receivers) * PENDING_CAP
+
+        def settled() -> bool:
+            at_receivers = sum(len(r.requests) for r in receivers)
+            queued = sum(len(q) for p in outbound.pools.values() for q in p.waiters.values())
+            idle = sum(len(p.idle) for p in outbound.pools.values())
+            return at_receivers + queued == admitted and not stuck_pools(outbound) and idle == 0
+
         flood = [
             asyncio.create_task(client.get(hub.url(PATH), headers=emsp.headers_to(("NL", f"H{i:02d}"))))
             for i in range(len(receivers))
             for _ in range(PER_HANGING)
         ]
         try:
-            await wait_until(
-                lambda: sum(len(r.requests) for r in receivers) >= budget,
-                1.5,
-                f"the hanging receivers to hold all {budget} connections of the budget",
-            )
+            # The registrations' idle connections become evictable EVICTABLE_IDLE after their last use and are offered
+            # at the next prune (as often): within 2 s, well inside the forwarding timeout.
+            await wait_until(settled, 3.0, "every admitted request at its receiver or rightly queued, none idle")
+            assert sum(len(r.requests) for r in receivers) >= budget - outbound.budget.reserve - len(receivers)
         except AssertionError as exc:
-            outbound = hub.app.runtime.outbound if hub.app.runtime is not None else None
-            pools = [] if outbound is None else list(outbound.pools.values())
-            queued = sum(len(q) for p in pools for q in p.waiters.values())
+            queued = sum(len(q) for p in outbound.pools.values() for q in p.waiters.values())
             raise AssertionError(
                 f"{exc}: they got {[len(r.requests) for r in receivers]} while {queued} requests waited in line, "
-                f"{outbound.budget.open if outbound else '?'} of {budget} connections open"
+                f"{outbound.budget.open} of {budget} connections open, stuck: {len(stuck_pools(outbound))}"
             ) from None
         finally:
             await asyncio.gather(*flood, return_exceptions=True)
@@ -209,7 +227,8 @@ async def test_a_flooding_sender_cannot_crowd_out_a_light_one(
     meanwhile = median(took for _, took in during)
     codes = sorted({code for code, _ in during})
     assert 4003 in flood_codes, "the flooder was never capped"
-    assert codes == [1000] and meanwhile <= 2 * usual, (
+    # Blocked behind the hanging receivers would be seconds; 5 ms of slack keeps a busy CI machine's noise out.
+    assert codes == [1000] and meanwhile <= 2 * usual + 0.005, (
         f"the light sender next to {FLOODERS} flooding connections: p50 {meanwhile * 1000:.0f} ms against "
         f"{usual * 1000:.0f} ms alone, answers {codes}"
     )

@@ -1609,7 +1609,7 @@ async def test_idle_timer_closes_idle_connections_and_drops_unused_pools(
     own keep-alive timer would), then drops the pool unused for POOL_TTL, then stops."""
     idle_timeout, pool_ttl = 0.3, 0.8
     monkeypatch.setattr(pool_module, "IDLE_TIMEOUT", idle_timeout)
-    monkeypatch.setattr(client_module, "IDLE_TIMEOUT", idle_timeout)
+    monkeypatch.setattr(client_module, "PRUNE_INTERVAL", idle_timeout / 2)
     monkeypatch.setattr(client_module, "POOL_TTL", pool_ttl)
     loop = asyncio.get_running_loop()
     server = await start_server(answering())
@@ -1621,7 +1621,8 @@ async def test_idle_timer_closes_idle_connections_and_drops_unused_pools(
 
     await wait_until(lambda: server.finished == 1, 5.0, "the hub closing the idle connection")
     closed_after = server.finished_at[0] - released
-    # The sweep runs every IDLE_TIMEOUT / 2: the connection goes between one and one and a half timeouts.
+    # The sweep runs every PRUNE_INTERVAL (here IDLE_TIMEOUT / 2): the connection goes between one and one and a
+    # half timeouts.
     assert idle_timeout <= closed_after <= 1.5 * idle_timeout + LATENESS, closed_after
     await wait_until(lambda: pool.open == 0, 2.0, "the closed connection forgotten")
     assert len(pool.idle) == 0
