@@ -134,8 +134,8 @@ def event(logger: logging.Logger, message: str, fields: dict[str, Any]) -> bytes
         "logger": logger.name,
         "message": message,
     }
+    fields["pid"] = _PID  # which worker: `ocpi-hub trace` follows a message across processes (callers' own dict)
     line.update(fields)
-    line["pid"] = _PID  # which worker: `ocpi-hub trace` follows a message across processes
     raw = orjson.dumps(line, default=str)
     if logger.isEnabledFor(logging.INFO):
         handlers = logging.root.handlers
