@@ -99,9 +99,8 @@ class HubApp:
                 rt.store, rt.outbound, self.identity, settings.forward_timeout, rt.holder.apply_own
             )
             try:
-                await rt.holder.reload()
+                await rt.holder.reload()  # creates the first relay signing key if the registry has none
                 await rt.store.set_public_url(settings.base_url)
-                await rt.store.ensure_relay_key()
             except REGISTRY_ERRORS as exc:
                 log.warning("registry not reachable at start-up; retrying in the background: %s", exc)
             rt.tasks.supervise("snapshot", rt.holder.run, rt.metrics.restarts_of)

@@ -37,6 +37,9 @@ MAX_BATCH = 512
 MAX_BACKOFF = 2.0
 #: Seconds between "registry unreachable" warnings during an outage.
 WARN_INTERVAL = 30.0
+#: A version check that has not answered within this is an outage (a frozen Redis accepts connections and then
+#: answers nothing; redis-py's own socket timeout and retries would wait far longer).
+CHECK_TIMEOUT = 3.0
 #: One shared (module, role) key object per pair instead of a new tuple per endpoint of every platform.
 _KEYS = {(m.value, r.value): (m, r) for m in ModuleID for r in InterfaceRole}
 
@@ -110,7 +113,7 @@ class SnapshotHolder:
         self.loaded_at = 0.0
         #: Whether the last contact with Redis worked, and when this process last knew its table to be current
         #: (moves with every successful poll, so a quiet registry does not look stale).
-        self.reachable = False
+        self._contact_ok = False
         self.synced_at = 0.0
         #: True while ``run()`` keeps the table fresh (readiness: a process whose refresh loop died is not ready).
         self.refreshing = False
@@ -154,6 +157,10 @@ class SnapshotHolder:
             )
         self._swap(RoutingTable.build(version, self.hub, platforms, signing))
         log.debug("snapshot version %d loaded (%d platforms)", version, len(platforms))
+        if not signing.keys:
+            # A registry without relay keys (first start, or restarted empty while this process ran): relay URLs
+            # cannot be made or checked until one exists. Its notice brings it into every process's table.
+            await self.store.ensure_relay_key()
 
     async def apply_notices(self, notices: list[tuple[str, int]]) -> None:
         """Patch in the platforms named by change notices ``(platform_id, version)``.
@@ -204,20 +211,34 @@ class SnapshotHolder:
         self._synced()
         self.loaded_at = time.time()
 
+    @property
+    def stale_after(self) -> float:
+        """Seconds without a completed poll after which the registry counts as unreachable, error or not."""
+        return max(CHECK_TIMEOUT + 2.0, 8 * self.poll_interval)
+
+    @property
+    def reachable(self) -> bool:
+        """The last contact worked and was recent: a registry that hangs stops looking reachable too."""
+        return self._contact_ok and time.time() - self.synced_at <= self.stale_after
+
     def _synced(self) -> None:
         if self._lost and self.loaded:
             self._lost = False
             log.info("registry reachable again", extra={"fields": {"snapshot_version": self.table.version}})
-        self.reachable = True
+        self._contact_ok = True
         self.synced_at = time.time()
 
     def _unreachable(self, exc: BaseException) -> None:
-        self.reachable = False
+        self._contact_ok = False
         self._lost = True
         # One warning per half minute: an outage must not flood the log with a line per retry.
         if time.monotonic() - self._warned_at >= WARN_INTERVAL:
             self._warned_at = time.monotonic()
             log.warning("registry unreachable, routing from snapshot version %d: %s", self.table.version, exc)
+
+    async def _version(self) -> int:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            return await self.store.version()
 
     async def run(self) -> None:
         self.refreshing = True
@@ -231,9 +252,12 @@ class SnapshotHolder:
         while True:
             pubsub = self.store.redis.pubsub()
             try:
-                await pubsub.subscribe(self.store.keys.changes())
-                # Subscribed first, then compared: a change made in between is in the table or in a notice.
-                if not self.loaded or await self.store.version() != self.table.version:
+                async with asyncio.timeout(CHECK_TIMEOUT):
+                    await pubsub.subscribe(self.store.keys.changes())
+                # Subscribed first, then compared: a change made in between is in the table or in a notice. After
+                # an outage the whole registry is read again even at the same version: a Redis that failed over
+                # to a replica which missed writes, then took others, can be there with other contents.
+                if not self.loaded or self._lost or await self._version() != self.table.version:
                     await self.reload()
                 self._synced()
                 backoff = 0.1
@@ -254,10 +278,10 @@ class SnapshotHolder:
                         await self.reload()
                     elif notices:
                         await self.apply_notices(notices)
-                    elif await self.store.version() != self.table.version:
+                    elif await self._version() != self.table.version:
                         await self.reload()
                     self._synced()
-            except REGISTRY_ERRORS as exc:
+            except (*REGISTRY_ERRORS, TimeoutError) as exc:
                 self._unreachable(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
