@@ -134,7 +134,7 @@ class HubApp:
             if settings.listen_fd >= 0:
                 # An inherited socket listens already (it did before this process started): ready now, and its
                 # port is the socket's own, not the settings' (a test or a supervisor may have bound port 0).
-                logs.ready(_inherited_port(settings.listen_fd, settings.port), admin.port)
+                logs.ready(inherited_port(settings.listen_fd, settings.port), admin.port)
             else:
                 rt.tasks.spawn("ready", self._announce_ready(settings.host, settings.port, admin.port))
             try:
@@ -171,7 +171,7 @@ class HubApp:
         logs.ready(port, admin_port)
 
 
-def _inherited_port(fd: int, fallback: int) -> int:
+def inherited_port(fd: int, fallback: int) -> int:
     """The port an inherited listening socket is bound to (read from a duplicate, so the server's stays open)."""
     with socket.socket(fileno=os.dup(fd)) as sock:
         name = sock.getsockname()

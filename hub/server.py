@@ -26,7 +26,7 @@ import uvloop
 
 from config.settings import Settings, load_settings, to_environ
 from hub import logs
-from hub.app import HubApp, build_app
+from hub.app import HubApp, build_app, inherited_port
 from hub.http.server import HeadLimits, OcpiHttpToolsProtocol
 from registry.embedded import EmbeddedRedis
 
@@ -49,6 +49,7 @@ def run(settings: Settings) -> None:
     embedded = None if settings.redis_url else EmbeddedRedis(settings.data_dir)
     if embedded is not None:
         settings = replace(settings, redis_url=embedded.url)
+    settings = _with_listening_socket(settings)
     metrics_dir = None
     if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Each worker writes its figures here and /metrics sums them (prometheus-client multiprocess mode).
@@ -70,6 +71,20 @@ def run(settings: Settings) -> None:
             embedded.close()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _with_listening_socket(settings: Settings) -> Settings:
+    """The settings with the port the hub really serves on, before anything derives a URL from it: an inherited
+    socket's own port, or for ``--port 0`` the free port of a socket bound here and served as an inherited one.
+    Without this the public URL (versions, the registry's record of it) would name a port nothing listens on."""
+    if settings.listen_fd < 0 and settings.port == 0:
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        sock = socket.create_server((settings.host, 0), family=family, backlog=2048)
+        sock.set_inheritable(True)  # workers are spawned processes: the descriptor must survive into them
+        settings = replace(settings, listen_fd=sock.detach())
+    if settings.listen_fd >= 0:
+        settings = replace(settings, port=inherited_port(settings.listen_fd, settings.port))
+    return settings
 
 
 def _stopped(_signum: int, _frame: FrameType | None) -> None:
