@@ -18,6 +18,7 @@ import uuid
 
 from hub import logs
 from hub.clientinfo import ClientInfoService
+from hub.http.server import REFUSALS
 from hub.runtime import Runtime
 from hub.tasks import gather_limited
 from registry.audit import HUB
@@ -30,6 +31,8 @@ from routing.table import Platform
 log = logging.getLogger("ocpihub.scheduler")
 
 FLUSH_INTERVAL = 1.0
+#: Seconds between warnings about refused connections (their counts are in the metrics every second).
+REFUSAL_WARN_INTERVAL = 30.0
 PROBE_CONCURRENCY = 16
 
 
@@ -49,12 +52,33 @@ async def flush(rt: Runtime) -> None:
             log.warning("could not record signs of life: %s", exc)
 
 
+class RefusalReport:
+    """One warning per REFUSAL_WARN_INTERVAL at most with what the HTTP layer refused meanwhile (a flood must be
+    visible in the log without writing a line per refused connection)."""
+
+    def __init__(self) -> None:
+        self.reported: dict[str, int] = {}
+        self.at = 0.0
+
+    def __call__(self, now: float) -> None:
+        if now - self.at < REFUSAL_WARN_INTERVAL:
+            return
+        new = {reason: count - self.reported.get(reason, 0) for reason, count in REFUSALS.items()}
+        new = {reason: count for reason, count in new.items() if count}
+        if new:
+            self.at = now
+            self.reported = dict(REFUSALS)
+            log.warning("connections refused by the HTTP layer", extra={"fields": {"refused": new}})
+
+
 async def _flush_loop(rt: Runtime) -> None:
+    report = RefusalReport()
     while True:
         await asyncio.sleep(FLUSH_INTERVAL)
         await flush(rt)
         trace_dropped = rt.tracker.dropped if rt.tracker else 0
         rt.metrics.refresh(rt.holder, rt.outbound, rt.leader, trace_dropped, rt.learner.dropped)
+        report(time.monotonic())
         logs.flush()
 
 

@@ -33,6 +33,7 @@ from prometheus_client import (
 )
 
 from hub.http.client import Outbound
+from hub.http.server import REFUSAL_REASONS, REFUSALS
 from registry.snapshot import SnapshotHolder
 from routing.model import FUNCTIONAL_MODULES, ConnectionStatus, InterfaceRole
 from routing.outcome import DELIVERY_OUTCOMES, REQUEST_OUTCOMES, Outcome
@@ -176,6 +177,16 @@ class HubMetrics:
             "Open Routing owner-index facts not written (too many waiting, or the store was unreachable).",
             registry=registry,
         )
+        self.http_refusals = Counter(
+            "ocpihub_http_refusals_total",
+            "Connections the HTTP layer refused before any request reached the hub: head too large (431), "
+            "malformed or smuggling-shaped (400), head too slow (408), too many connections (503), idle.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in REFUSAL_REASONS.values():
+            self.http_refusals.labels(reason)
+        self._refusals_seen: dict[str, int] = {}
         self._skipped_seen = 0
         self._dropped_seen = 0
         self._facts_dropped_seen = 0
@@ -220,6 +231,11 @@ class HubMetrics:
         if owner_facts_dropped > self._facts_dropped_seen:
             self.owner_facts_dropped.inc(owner_facts_dropped - self._facts_dropped_seen)
             self._facts_dropped_seen = owner_facts_dropped
+        for reason, count in REFUSALS.items():
+            seen = self._refusals_seen.get(reason, 0)
+            if count > seen:
+                self.http_refusals.labels(reason).inc(count - seen)
+                self._refusals_seen[reason] = count
         if self._process is not None:
             self._process.refresh()
 

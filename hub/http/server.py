@@ -20,6 +20,7 @@ Must not: change how requests are parsed or what is written once a request is ac
 from __future__ import annotations
 
 import asyncio
+import collections
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -36,6 +37,23 @@ _REASONS: Final = {
 #: The OCPI status_code of each refusal (status_codes §5): a malformed or oversized head is 2001 (invalid
 #: parameters), a head too slow to arrive the client's fault too (2000), a full hub the hub's (3000).
 _OCPI_STATUS: Final = {400: 2001, 408: 2000, 431: 2001, 503: 3000}
+#: The metric label of each refusal (hub/metrics.py ``ocpihub_http_refusals_total``); "idle": a connection that sent
+#: nothing within the head timeout, closed without an answer.
+REFUSAL_REASONS: Final = {
+    400: "malformed",
+    408: "head_timeout",
+    431: "head_too_large",
+    503: "too_many_connections",
+    0: "idle",
+}
+#: Refusals of this process so far, by reason: read by the metrics, never reset (a counter's source).
+REFUSALS: Final[collections.Counter[str]] = collections.Counter()
+#: Seconds a refused connection stays open for reading (and dropping) what the client still sends, after the
+#: answer and a FIN: closing at once would reset it, and a client still writing its head would never read the
+#: answer (RFC 9112 §9.6, "tear-down").
+LINGER: Final = 2.0
+#: ... and at most this much of it: a flood is cut off (reset) past it, as nginx's lingering close does by time.
+LINGER_BYTES: Final = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +100,10 @@ class CorkedTransport:
         self.flush()
         self.transport.close()
 
+    def write_eof(self) -> None:
+        self.flush()
+        self.transport.write_eof()
+
     def abort(self) -> None:
         self._buffer.clear()
         self.transport.abort()
@@ -100,6 +122,7 @@ class OcpiHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self.transport = CorkedTransport(transport, self.loop)  # type: ignore[assignment]  # same interface
         self._refusal: tuple[int, str] | None = None
+        self._dropped = 0  # bytes read and dropped after a refusal
         self._deferred = False  # a refusal waiting for the answers to earlier requests on this connection
         #: Bytes of the current head: counted off the wire before parsing, and from the parsed parts.
         self._head_bytes = 0
@@ -120,7 +143,12 @@ class OcpiHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
-            return  # refused: the answer is on its way and the connection closing
+            # Refused: the answer is on its way and the connection closing; what still comes is dropped, up to
+            # a bound (LINGER_BYTES) past which the connection is cut.
+            self._dropped += len(data)
+            if self._dropped > LINGER_BYTES:
+                self.transport.abort()
+            return
         if self._in_head and data:
             # Counted before parsing: httptools joins a header's pieces by copying (quadratic in its size), so a head
             # over the bound is refused before the parser sees more of it. Body bytes in the same read are not head.
@@ -219,6 +247,7 @@ class OcpiHttpToolsProtocol(HttpToolsProtocol):
         if self._answering():
             self._deferred = True
             return
+        REFUSALS[REFUSAL_REASONS[status]] += 1
         body = envelope(_OCPI_STATUS[status], message)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
         for name, value in self.server_state.default_headers:
@@ -229,8 +258,15 @@ class OcpiHttpToolsProtocol(HttpToolsProtocol):
             b"connection: close\r\n\r\n",
         ]
         transport = self.transport
-        if not transport.is_closing():
-            transport.write(b"".join(head) + body)
+        if transport.is_closing():
+            return
+        transport.write(b"".join(head) + body)
+        if status in (400, 431) and transport.can_write_eof():
+            # The client may still be sending the head it is refused for: FIN after the answer, then read and drop
+            # its bytes (data_received) until it closes or LINGER ends.
+            transport.write_eof()
+            self.loop.call_later(LINGER, transport.close)
+        else:
             transport.close()
 
     def _head_timed_out(self) -> None:
@@ -239,6 +275,7 @@ class OcpiHttpToolsProtocol(HttpToolsProtocol):
             if self._head_seen:
                 self._refuse(408, f"the request head did not arrive within {self.limits.head_timeout:g} s")
             else:
+                REFUSALS[REFUSAL_REASONS[0]] += 1
                 self.transport.close()  # nothing was sent at all: no answer is owed
 
     def _stop_head_timer(self) -> None:

@@ -8,6 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hub.holdings import MAX_PENDING_FACTS
+from hub.http.server import REFUSAL_REASONS
 from routing.model import PartyKey
 from routing.owners import OwnerFact, OwnerKind
 from tests.support.fake_party import wait_until
@@ -49,6 +50,9 @@ async def test_metrics_that_work(hub: RunningHub, client: httpx.AsyncClient) -> 
     assert set(labels) == {"version", "python_version"}
     assert samples["process_resident_memory_bytes"][0][1] > 0
     assert samples["process_cpu_seconds_total"][0][1] > 0
+    # Refusals of the HTTP layer (floods, slow heads, smuggling shapes) are visible, every reason from zero.
+    refused = {labels["reason"] for labels, _ in samples["ocpihub_http_refusals_total"]}
+    assert refused == set(REFUSAL_REASONS.values())
     outcomes = {labels["outcome"] for labels, _ in samples["ocpihub_requests_total"]}
     # A party's state and a network failure are told apart.
     assert {"receiver_suspended", "receiver_planned", "receiver_offline", "no_endpoint", "unreachable"} <= outcomes
