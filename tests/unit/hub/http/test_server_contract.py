@@ -50,6 +50,7 @@ class FakeTransport(asyncio.Transport):
         self.written = bytearray()
         self.closing = False
         self.aborted = False
+        self.eof = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
@@ -62,6 +63,12 @@ class FakeTransport(asyncio.Transport):
 
     def abort(self) -> None:
         self.closing = self.aborted = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
 
     def is_closing(self) -> bool:
         return self.closing
@@ -178,14 +185,14 @@ async def test_uvicorn_routes_a_raising_callback_to_send_400_response() -> None:
 
 
 async def test_refusal_written_through_uvicorn(connected: tuple[HttpToolsProtocol, FakeTransport]) -> None:
-    """The whole path on uvicorn's side: a 101st header is answered 431 with an envelope and the connection
-    closed; the app never runs."""
+    """The whole path on uvicorn's side: a 101st header is answered 431 with an envelope and a FIN (the connection
+    closes after its lingering close); the app never runs."""
     protocol, transport = connected
     head = b"GET / HTTP/1.1\r\n" + b"".join(b"x-%d: v\r\n" % i for i in range(101)) + b"\r\n"
     protocol.data_received(head)
     await settle(transport, b'"status_code":2001')
     assert transport.written.startswith(b"HTTP/1.1 431 "), bytes(transport.written)
-    assert transport.closing
+    assert transport.eof
     assert protocol.cycle is None, f"{UVICORN}: a refused head still created a request cycle"
 
 
