@@ -101,6 +101,7 @@ def decide(
 ) -> Decision:
     """Where one functional-module request goes, or the typed error the hub answers instead."""
     caller = authenticate(table, headers, trail)
+    table.admit(caller)  # token A (401) and suspension (403) before any complaint about the request itself
     headers.check()
     check_suffix(suffix)
     sender = trail.from_party = table.check_sender(caller, headers.from_party)
@@ -158,8 +159,8 @@ def decide_relay(table: RoutingTable, headers: RequestHeaders, grant: RelayGrant
     so a relay URL reveals nothing to anyone else.
     """
     caller = authenticate(table, headers, trail)
-    headers.check()
     table.admit(caller)
+    headers.check()
     if headers.from_party is not None:
         trail.from_party = table.check_sender(caller, headers.from_party)
     if grant is None or grant.allowed_id != caller.platform.id:

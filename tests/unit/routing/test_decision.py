@@ -142,6 +142,21 @@ def test_a_suspended_sender_is_forbidden() -> None:
     assert caught.value.outcome is Outcome.REFUSED
 
 
+@pytest.mark.parametrize("fault", [f for f in OTHER_FAULTS if f != "nothing else"])
+@pytest.mark.parametrize(
+    ("token", "refusal"),
+    [("token-a", UnauthorizedError), ("suspended", ForbiddenError)],
+    ids=["token A", "suspended"],
+)
+def test_token_a_and_suspension_come_before_any_fault_of_the_request(
+    fault: str, token: str, refusal: type[OcpiError]
+) -> None:
+    # Who may call at all is answered first: a token-A holder learns it must register (401), a suspended platform
+    # that it is suspended (403), not what else it got wrong.
+    with pytest.raises(refusal):
+        OTHER_FAULTS[fault](token_of(token))
+
+
 # -- the sender: no impersonation, inferred for a one-party platform (digest §2.9) -----------------------------
 
 
