@@ -103,8 +103,10 @@ async def test_following_links_costs_no_redis_command(world: World, redis: Redis
     spent = {name: calls for name, calls in spent.items() if calls}
     idle = sum(idle_after.get(n, 0) - idle_before.get(n, 0) for n in idle_after) / idle_elapsed
     # No more commands than the background polls (snapshot, lease, signs of life) issue anyway: release 0.1 spent
-    # a SET per page and a GET per follow, 200 here; the bound is generous on timing, far below that.
-    assert sum(spent.values()) <= idle * elapsed * 2 + 10, (spent, idle, elapsed)
+    # a SET per page and a GET per follow, 200 here. INFO counts the whole server's commands, and the background
+    # rate is bursty over a quarter second, so the bound allows one command per two pages on top: a command per
+    # page (100) still fails it.
+    assert sum(spent.values()) <= idle * elapsed * 2 + PAGES // 2, (spent, idle, elapsed)
     assert not [key async for key in redis.scan_iter(match=world.store.keys.relay("*"))]
 
 
