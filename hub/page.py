@@ -51,7 +51,7 @@ from hub import __version__
 from hub.control import Services
 from hub.runtime import Runtime
 from registry.store import REGISTRY_ERRORS
-from registry.trace import TraceKind, TraceLog, TraceRecord, decode_record, encode_record
+from registry.trace import TraceKind, TraceLog, TraceRecord, decode_record, record_json
 from routing.headers import MAX_ID_LENGTH
 from routing.model import ConnectionStatus
 from routing.table import Platform, RoutingTable
@@ -357,7 +357,7 @@ class OperatorPage:
         if rt is None:
             return _starting(html_page=False)
         search = await self.search(rt, request.query_params.get("id", ""))
-        body: dict[str, Any] = {"id": search.message_id, "records": [_record_json(r) for r in search.records]}
+        body: dict[str, Any] = {"id": search.message_id, "records": [record_json(r) for r in search.records]}
         status = 200
         if search.problem:
             body["problem"] = search.problem
@@ -538,13 +538,8 @@ def overview_json(o: Overview) -> dict[str, Any]:
         ],
         "traffic": traffic,
         "traffic_problem": o.traffic_problem or None,
-        "failures": [_record_json(r) for r in (o.traffic.failures if o.traffic is not None else ())],
+        "failures": [record_json(r) for r in (o.traffic.failures if o.traffic is not None else ())],
     }
-
-
-def _record_json(record: TraceRecord) -> Any:
-    """A trace record as the hub logged it (the same keys as the log line and ``ocpi-hub trace --json``)."""
-    return orjson.loads(encode_record(record))
 
 
 def _rate(errors: int, total: int) -> float | None:

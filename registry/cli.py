@@ -31,7 +31,7 @@ from registry.audit import Actor, AuditEvent, AuditLog
 from registry.codec import PlatformRecord, RateLimit, encode_endpoint, encode_rate_limit
 from registry.keys import RegistryKeys
 from registry.store import REGISTRY_ERRORS, PartyStore, RegistryError
-from registry.trace import TraceLog, TraceRecord, TrafficSummary
+from registry.trace import TraceLog, TraceRecord, TrafficSummary, record_json
 from routing.datetimes import format_datetime
 from routing.model import PARTY_ROLES, ConnectionStatus, PartyKey, PartyRole
 from routing.paths import VERSIONS_PATH
@@ -592,31 +592,8 @@ def traffic_json(summary: TrafficSummary) -> dict[str, Any]:
         "by_module": dict(summary.by_module),
         "by_outcome": dict(summary.by_outcome),
         "by_status_class": dict(summary.by_status_class),
-        "recent_errors": [trace_json(r) for r in summary.recent_errors],
+        "recent_errors": [record_json(r) for r in summary.recent_errors],
         "truncated": summary.truncated,
-    }
-
-
-def trace_json(record: TraceRecord) -> dict[str, Any]:
-    return {
-        "time": iso(record.time),
-        "kind": record.kind.value,
-        "correlation_id": record.correlation_id,
-        "request_id": record.request_id,
-        "request_id_out": record.request_id_out,
-        "from": None if record.from_party is None else str(record.from_party),
-        "to": None if record.to_party is None else str(record.to_party),
-        "platform": record.platform or None,
-        "module": record.module,
-        "interface": record.interface,
-        "method": record.method,
-        "path": record.path,
-        "status": record.status,
-        "ocpi_status": record.ocpi_status,
-        "outcome": record.outcome,
-        "latency_ms": record.latency_ms,
-        "attempts": record.attempts,
-        "pid": record.pid,
     }
 
 
@@ -648,7 +625,7 @@ def trace(message_id: str, as_json: bool) -> None:
     if not records:
         fail(f"no trace of {message_id.strip()!r} (records are kept for a limited time)")
     if as_json:
-        echo_json([trace_json(r) for r in records])
+        echo_json([record_json(r) for r in records])
         return
     for record in records:
         click.echo(trace_line(record))

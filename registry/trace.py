@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
 import orjson
@@ -111,28 +111,32 @@ LINES_PER_ENTRY: Final = 500
 
 def encode_record(record: TraceRecord) -> bytes:
     """A record as the JSON line the hub logs for it (hub/proxy.py builds the same keys)."""
-    return orjson.dumps(
-        {
-            "time": datetime.fromtimestamp(record.time, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "kind": record.kind.value,
-            "correlation_id": record.correlation_id,
-            "request_id": record.request_id,
-            "request_id_out": record.request_id_out or None,
-            "from": None if record.from_party is None else str(record.from_party),
-            "to": None if record.to_party is None else str(record.to_party),
-            "platform": record.platform or None,
-            "module": record.module,
-            "interface": record.interface,
-            "method": record.method,
-            "path": strip_query_values(record.path),
-            "status": record.status,
-            "ocpi_status": record.ocpi_status,
-            "outcome": record.outcome,
-            "latency_ms": record.latency_ms,
-            "attempts": record.attempts,
-            "pid": record.pid,
-        }
-    )
+    return orjson.dumps(record_json(record))
+
+
+def record_json(record: TraceRecord) -> dict[str, Any]:
+    """A record's JSON object: the keys and values of the hub's log line, as ``ocpi-hub trace --json``, ``registry
+    traffic --json`` and the operator's page show it too."""
+    return {
+        "time": datetime.fromtimestamp(record.time, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "kind": record.kind.value,
+        "correlation_id": record.correlation_id,
+        "request_id": record.request_id,
+        "request_id_out": record.request_id_out or None,
+        "from": None if record.from_party is None else str(record.from_party),
+        "to": None if record.to_party is None else str(record.to_party),
+        "platform": record.platform or None,
+        "module": record.module,
+        "interface": record.interface,
+        "method": record.method,
+        "path": strip_query_values(record.path),
+        "status": record.status,
+        "ocpi_status": record.ocpi_status,
+        "outcome": record.outcome,
+        "latency_ms": record.latency_ms,
+        "attempts": record.attempts,
+        "pid": record.pid,
+    }
 
 
 def decode_record(line: bytes) -> TraceRecord | None:
