@@ -441,18 +441,22 @@ async def drop_holdings(redis: Redis, keys: RegistryKeys, parties: set[PartyKey]
 
 @registry.command("remove")
 @click.argument("party")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (asked only in a terminal).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 @json_option
 @global_options
 def remove(party: str, yes: bool, as_json: bool) -> None:
-    """Unregister the platform; its tokens stop working at once. In a terminal, asks first unless --yes."""
+    """Unregister the platform; its tokens stop working at once. Asks first unless --yes."""
     key = parse_party(party)
     obj = cli_context()
 
     async def action(store: PartyStore) -> PlatformRecord:
         record = await store.find(key)  # an unknown party is reported as such, asked or not
-        # The contract's `remove CC:PID` must work from a script: only a person at a terminal is asked.
-        if not yes and sys.stdin.isatty():
+        if not yes:
+            if not sys.stdin.isatty():
+                # Nobody to ask: a script says --yes (a removal cuts a platform off at once; it is never implied).
+                raise RegistryError(
+                    "remove asks for confirmation: run it in a terminal, or pass --yes; nothing changed"
+                )
             question = f"Remove platform {record.id} ({', '.join(map(str, record.roles))})? Its tokens stop working"
             if not click.confirm(question, err=True):
                 raise RegistryError("not removed; nothing changed")

@@ -477,11 +477,13 @@ async def test_list_filters_by_status_and_role(store: PartyStore, cli: RegistryC
 # -- remove asks first --------------------------------------------------------------------------------------------
 
 
-async def test_remove_from_a_script_removes_without_asking(store: PartyStore, cli: RegistryCli) -> None:
-    # The contract's `remove CC:PID`: a script (stdin not a terminal) is not asked; only a person at a terminal is.
-    pid = await declare_abc(store)
-    assert ok(await cli("remove", "NL:ABC")).stdout.strip() == f"{pid} removed"
-    assert await store.redis.hget(store.keys.platforms(), pid) is None
+async def test_remove_without_yes_on_a_non_interactive_stdin_is_refused(store: PartyStore, cli: RegistryCli) -> None:
+    # Nobody to ask: a script must say --yes; without it nothing changes.
+    await declare_abc(store)
+    before = await registry_state(store)
+    line = refused(await cli("remove", "NL:ABC"))
+    assert "--yes" in line
+    assert await registry_state(store) == before
 
 
 async def test_remove_with_the_store_redis_down_changes_nothing(store: PartyStore, cli: RegistryCli) -> None:
