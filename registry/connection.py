@@ -6,7 +6,8 @@ Owns: the one place a ``redis.asyncio`` client is created from settings, and the
 connection errors (refused, reset, timed out, and LOADING while a restarted Redis reads its data) are retried 5
 times within 1.5 s, so a registry blip or restart delays a control-plane call instead of failing it. Nothing else
 is retried: a WatchError is the transaction's to handle (registry/store.py), and a script or command error would
-only fail again.
+only fail again. Connections per client are bounded and a command waits for a free one (a burst of broadcast
+pushes, each storing its object, must queue for Redis rather than fail with redis-py's "Too many connections").
 Must not: hold registry logic.
 """
 
@@ -19,9 +20,9 @@ from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import BlockingConnectionPool, parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
@@ -33,6 +34,15 @@ RETRIES: Final = 4
 RETRY_BACKOFF: Final = ExponentialBackoff(cap=0.8, base=0.05)
 #: BusyLoadingError is a ConnectionError in redis-py; it is named so that this stays true if that ever changes.
 RETRIED_ERRORS: Final = (ConnectionError, TimeoutError, BusyLoadingError)
+#: Connections one client (one hub process, one CLI command) opens at most, and how long a command waits for one
+#: before failing like an unreachable registry.
+MAX_CONNECTIONS: Final = 64
+CONNECTION_WAIT: Final = 10.0
+
+
+class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's master-following pool with the blocking pool's bound and wait (redis-py has only the
+    non-blocking one for Sentinel; neither overrides what the other defines)."""
 
 
 class RegistryUrlError(ValueError):
@@ -105,7 +115,14 @@ def sentinel_client(url: str) -> tuple[Redis, Sentinel]:
     sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves Sentinel.__init__ unannotated
         list(parsed.hosts), sentinel_kwargs={"password": password} if password else None, **_CLIENT_OPTIONS
     )
-    client: Redis = sentinel.master_for(parsed.service, db=parsed.db, password=password)
+    client: Redis = sentinel.master_for(
+        parsed.service,
+        db=parsed.db,
+        password=password,
+        connection_pool_class=BlockingSentinelConnectionPool,
+        max_connections=MAX_CONNECTIONS,
+        timeout=CONNECTION_WAIT,
+    )
     return client, sentinel
 
 
@@ -117,7 +134,10 @@ async def connect(url: str) -> AsyncIterator[Redis]:
     if url.startswith(SENTINEL_SCHEME):
         client, sentinel = sentinel_client(url)
     else:
-        client = Redis.from_url(url, **_CLIENT_OPTIONS)
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT, **_CLIENT_OPTIONS
+        )
+        client = Redis.from_pool(pool)  # the client owns the pool: closed with it
     try:
         yield client
     finally:
