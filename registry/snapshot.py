@@ -159,8 +159,10 @@ class SnapshotHolder:
         log.debug("snapshot version %d loaded (%d platforms)", version, len(platforms))
         if not signing.keys:
             # A registry without relay keys (first start, or restarted empty while this process ran): relay URLs
-            # cannot be made or checked until one exists. Its notice brings it into every process's table.
+            # cannot be made or checked until one exists. Its notice brings it to the other processes; this one
+            # takes it at once, so that its refresh loop does not see a newer version and read everything again.
             await self.store.ensure_relay_key()
+            await self._apply_own_relay_key()
 
     async def apply_notices(self, notices: list[tuple[str, int]]) -> None:
         """Patch in the platforms named by change notices ``(platform_id, version)``.
@@ -204,6 +206,11 @@ class SnapshotHolder:
                 self._swap(self.table.patched(version, {platform_id: built}))
         except (*REGISTRY_ERRORS, *RECORD_ERRORS) as exc:
             log.warning("own change not applied at once (its notice will bring it): %s", exc)
+
+    async def _apply_own_relay_key(self) -> None:
+        version = await self.store.version()
+        if version == self.table.version + 1:
+            self._swap(self.table.with_signing(version, await self.store.relay_keys()))
 
     def _swap(self, table: RoutingTable) -> None:
         self.table = table
