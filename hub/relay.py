@@ -92,6 +92,19 @@ class Relays:
                 extra={"fields": {"platform": owner.id, "module": module.value}},
             )
             return None
+        return self._signed(owner, allowed, module, local, to_party, from_party, ttl)
+
+    def _signed(
+        self,
+        owner: Platform,
+        allowed: str,
+        module: ModuleID,
+        local: str,
+        to_party: PartyKey | None,
+        from_party: PartyKey | None,
+        ttl: int,
+    ) -> str | None:
+        """``relay_url`` for a URL already made local (``Platform.local_url``)."""
         scheme, authority = split_origin(local)
         origin = f"{scheme}://{authority}"
         rest = local[len(origin) :]
@@ -142,10 +155,10 @@ class Relays:
                     "receiver's Link unusable: the hub made the next-page Link itself",
                     extra={"fields": {"platform": route.receiver.id, "module": module.value}},
                 )
-                local, params = rebuilt, '; rel="next"'
+                local, params = route.receiver.local_url(rebuilt), '; rel="next"'
         if local is None:
             return None
-        relayed = self.relay_url(
+        relayed = self._signed(
             route.receiver, route.caller.platform.id, module, local, route.to_party, route.sender, self.link_ttl
         )
         return None if relayed is None else f"<{relayed}>{params}".encode("latin-1")
