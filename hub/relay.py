@@ -193,9 +193,11 @@ class Relays:
 
     def _under_endpoint(self, url: str, receiver: Platform, module: ModuleID, role: InterfaceRole | None) -> bool:
         for endpoint in self._endpoints(receiver, module, role):
+            # Registered endpoints are nearly always local already; local_url only when the plain one differs.
+            if _under(url, endpoint.rstrip("/")):
+                return True
             local = receiver.local_url(endpoint)
-            base = (local or endpoint).rstrip("/")
-            if url.startswith(base) and url[len(base) : len(base) + 1] in ("", "/", "?"):
+            if local is not None and local != endpoint and _under(url, local.rstrip("/")):
                 return True
         return False
 
@@ -314,3 +316,7 @@ def _json_field(body: bytes, name: str) -> str | None:
         return None
     value = document.get(name) if isinstance(document, dict) else None
     return value if isinstance(value, str) and value.isascii() and value.isprintable() and "/" not in value else None
+
+
+def _under(url: str, base: str) -> bool:
+    return url.startswith(base) and url[len(base) : len(base) + 1] in ("", "/", "?")

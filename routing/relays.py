@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import struct
@@ -61,7 +62,9 @@ class RelayGrant:
     from_party: PartyKey | None
 
 
+@functools.lru_cache(maxsize=4096)
 def origin_tag(origin: str) -> bytes:
+    # Cached: a platform has a handful of origins, and every Link of a crawl hashes the same one.
     return hashlib.sha256(origin.encode("ascii")).digest()[:4]
 
 
