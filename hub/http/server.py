@@ -126,8 +126,6 @@ class OcpiHttpToolsProtocol(HttpToolsProtocol):
         self._deferred = False  # a refusal waiting for the answers to earlier requests on this connection
         #: Bytes of the current head: counted off the wire before parsing, and from the parsed parts.
         self._head_bytes = 0
-        self._head_size = 0
-        self._header_count = 0
         self._in_head = True
         self._head_seen = False
         self._tail = b""  # the last bytes of the previous read: a head's end may straddle two reads
@@ -158,6 +156,9 @@ class OcpiHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse(431, f"the request head is larger than {self.limits.max_head} bytes")
                 return
         super().data_received(data)
+        if self._in_head and self._head_seen and self._head_timer is None and self._refusal is None:
+            # A head begun but not complete after this read: from now on it has head_timeout to arrive.
+            self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_timed_out)
 
     def _head_part(self, data: bytes) -> int:
         """How many bytes of ``data`` belong to the current head: up to its end, or all when it does not end here."""
@@ -177,33 +178,16 @@ class OcpiHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._head_seen = True
-        self._head_size = 0
-        self._header_count = 0
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_timed_out)
+        # No timer here: most heads complete within the read that begins them (data_received starts one for a
+        # head still incomplete after its read), and a timer made and cancelled per request is measurable.
 
     def on_url(self, url: bytes) -> None:
+        # Only the request line's length is checked per piece (the line may arrive in many reads); headers are
+        # checked once, complete (on_headers_complete): their bytes are bounded off the wire before parsing.
         if len(self.url) + len(url) > self.limits.max_header_line:
             self._refusal = (431, f"the request line is longer than {self.limits.max_header_line} bytes")
             raise _Refused
-        self._head_size += len(url)
         super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.limits.max_headers:
-            self._refusal = (431, f"more than {self.limits.max_headers} request headers")
-            raise _Refused
-        line = len(name) + len(value) + 4
-        if line > self.limits.max_header_line:
-            self._refusal = (431, f"a request header line is longer than {self.limits.max_header_line} bytes")
-            raise _Refused
-        # The parsed size catches what the count off the wire cannot see: a pipelined head in the same read.
-        self._head_size += line
-        if self._head_size > self.limits.max_head:
-            self._refusal = (431, f"the request head is larger than {self.limits.max_head} bytes")
-            raise _Refused
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -211,10 +195,33 @@ class OcpiHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._tail = b""
         self._stop_head_timer()
+        self._check_headers()
         # Before uvicorn creates the request's task: the app must find the extension however early it runs.
         extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
         extensions["ocpihub.abort"] = self._abort
         super().on_headers_complete()
+
+    def _check_headers(self) -> None:
+        """Header count, line length and the parsed head's size: what the count off the wire cannot see (a
+        pipelined head in the same read). Refused here, before uvicorn creates the request's task."""
+        headers = self.headers
+        limits = self.limits
+        if len(headers) > limits.max_headers:
+            self._refusal = (431, f"more than {limits.max_headers} request headers")
+            raise _Refused
+        size = len(self.url)
+        longest = 0
+        for name, value in headers:
+            line = len(name) + len(value)
+            size += line
+            if line > longest:
+                longest = line
+        if longest + 4 > limits.max_header_line:
+            self._refusal = (431, f"a request header line is longer than {limits.max_header_line} bytes")
+            raise _Refused
+        if size + 4 * len(headers) > limits.max_head:
+            self._refusal = (431, f"the request head is larger than {limits.max_head} bytes")
+            raise _Refused
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -32,13 +32,22 @@ OVERRIDDEN = (
     "data_received",
     "on_message_begin",
     "on_url",
-    "on_header",
     "on_headers_complete",
     "on_response_complete",
     "send_400_response",
 )
 #: Per-connection state it reads (after a request head has been parsed), and of the request's cycle.
-PROTOCOL_ATTRIBUTES = ("url", "scope", "connections", "server_state", "transport", "loop", "cycle", "pipeline")
+PROTOCOL_ATTRIBUTES = (
+    "url",
+    "headers",
+    "scope",
+    "connections",
+    "server_state",
+    "transport",
+    "loop",
+    "cycle",
+    "pipeline",
+)
 CYCLE_ATTRIBUTES = ("response_complete", "disconnected", "message_event")
 
 
@@ -141,6 +150,8 @@ async def test_state_read_by_the_hub_is_where_it_expects(
     missing = [name for name in PROTOCOL_ATTRIBUTES if not hasattr(protocol, name)]
     assert not missing, f"{UVICORN}: HttpToolsProtocol instances no longer have {missing}"
     assert protocol.url == b"/ocpi/x?y=1", f"{UVICORN}: HttpToolsProtocol.url is not the raw request target"
+    # The head's checks read the parsed headers once, at on_headers_complete.
+    assert protocol.headers == [(b"host", b"hub")], f"{UVICORN}: HttpToolsProtocol.headers is not the parsed list"
     assert isinstance(protocol.scope, dict) and protocol.scope["path"] == "/ocpi/x", f"{UVICORN}: scope moved"
     assert protocol in protocol.connections, f"{UVICORN}: HttpToolsProtocol.connections no longer counts it"
     assert isinstance(protocol.server_state.default_headers, list), f"{UVICORN}: server_state.default_headers"
