@@ -221,7 +221,7 @@ class Outbound:
         rest of the URL is only sliced (paths come from registered endpoints and checked suffixes)."""
         start = url.find("//") + 2
         slash, question = url.find("/", start), url.find("?", start)
-        cut = min(i for i in (slash, question) if i >= 0) if slash >= 0 or question >= 0 else -1
+        cut = slash if question < 0 or 0 <= slash < question else question
         base = url if cut < 0 else url[:cut]
         cached = self._origins.get(base)
         if cached is None:
