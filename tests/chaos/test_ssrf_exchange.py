@@ -104,6 +104,12 @@ def fresh(world: World) -> None:
     world.canary.requests.clear()
 
 
+def only_parties_dialed(w: World) -> None:
+    """The hub connected to nothing but the two parties' own origins (RunningHub.dialed): no metadata address,
+    no admin port, no canary, whatever the hostile URL said."""
+    assert w.hub.dialed() <= {"127.0.0.1"}, w.hub.dialed()
+
+
 def link_target(value: str) -> str:
     return value[value.index("<") + 1 : value.index(">")]
 
@@ -134,6 +140,7 @@ async def test_a_link_elsewhere_is_dropped_or_leads_home(world: World, target: s
     if "link" in reply.headers:
         await follow(w, link_target(reply.headers["link"]), w.emsp, CPO, w.cpo)
     assert not w.canary.requests
+    only_parties_dialed(w)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -149,6 +156,7 @@ async def test_a_cdr_location_elsewhere_is_dropped_or_leads_home(world: World, t
         w.emsp.responder = None
         await follow(w, reply.headers["location"], w.cpo, EMSP, w.emsp)
     assert not w.canary.requests
+    only_parties_dialed(w)
 
 
 #: A Location on a module that has none in OCPI (only the CDR POST answer carries one): never passed on.
@@ -158,6 +166,7 @@ async def test_a_location_on_another_module_never_reaches_the_requester(world: W
     reply = await w.client.get(w.hub.url("/ocpi/2.2.1/sender/locations"), headers=w.emsp.headers_to(CPO))
     assert reply.status_code == 200
     assert "location" not in reply.headers
+    only_parties_dialed(w)
 
 
 @pytest.mark.parametrize("target", [t for t in TARGETS if t != "metadata"])  # metadata: tests/e2e/test_routing.py
@@ -173,4 +182,5 @@ async def test_a_response_url_on_another_host_is_2001_and_nothing_is_forwarded(w
     assert (await w.client.post(path, headers=w.emsp.headers_to(CPO), content=honest)).json()["status_code"] == 1000
     assert len(w.cpo.received) == 1
     assert w.cpo.received[0].json["response_url"].startswith(w.hub.url("/ocpi/2.2.1/relay/"))
+    only_parties_dialed(w)
     assert not w.canary.requests

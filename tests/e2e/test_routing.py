@@ -570,6 +570,7 @@ async def test_response_url_on_another_host_is_refused(world: World) -> None:
     assert reply.status_code == 400
     assert reply.json()["status_code"] == 2001
     assert not world.cpo.received
+    assert "169.254.169.254" not in world.hub.dialed()  # refused before any connection was attempted
 
 
 async def test_a_link_to_another_host_is_not_relayed(world: World) -> None:

@@ -907,10 +907,11 @@ async def test_serve_logs_plain_json_lines_without_colours(tmp_path: Path, redis
 
 async def test_endpoint_takes_allow_party_network_like_serve(store: PartyStore, cli: RegistryCli) -> None:
     # The refusal names --allow-party-network; the command has it (repeatable), next to the env and config file.
+    # The address is TEST-NET-1 (RFC 5737, never routed): checked as a literal and stored, never called (no hub runs).
     await declare_abc(store)
-    args = ("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://10.1.2.3/t", "--json")
+    args = ("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://192.0.2.10/t", "--json")
     assert "--allow-party-network" in refused(await cli(*args))
-    allowed = ok(await cli(*args, "--allow-party-network", "192.168.0.0/16", "--allow-party-network", "10.0.0.0/8"))
+    allowed = ok(await cli(*args, "--allow-party-network", "198.51.100.0/24", "--allow-party-network", "192.0.2.0/24"))
     assert allowed.json()["endpoint_overrides"] == [
-        {"identifier": "tokens", "role": "SENDER", "url": "http://10.1.2.3/t"}
+        {"identifier": "tokens", "role": "SENDER", "url": "http://192.0.2.10/t"}
     ]

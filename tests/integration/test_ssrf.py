@@ -3,7 +3,8 @@ a party gives are checked when it registers — http(s), a valid host and port, 
 operator allows a network — and refused with a 2001 that says what to fix but not what is listening where.
 
 The private-range and loopback addresses below are refused before any connection is attempted: each test asserts
-that the fake party (or anything else) was never called.
+that the fake party was never called and that the hub's outbound client never had a pool for the refused host
+(``RunningHub.dialed``: every connection goes through one).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ async def test_loopback_party_is_refused_without_an_allowed_network(hub_factory:
         ):
             reply = await post_credentials(hub.base_url, token_a, party.my_credentials() | {"url": url})
             assert reply.json()["status_message"] == f"url (versions): {NOT_PUBLIC}", url
+        assert hub.dialed().isdisjoint({"localhost", "does-not-exist.invalid", "169.254.169.254", "2130706433", "::1"})
         token_a = await redeclare(store, party)
         await hub.synced(store)
         for url, message in (
@@ -101,6 +103,7 @@ async def test_a_published_endpoint_on_a_private_address_is_refused(hub_factory:
         assert reply.json()["status_code"] == 2001
         assert reply.json()["status_message"] == f"endpoint tariffs SENDER: {NOT_PUBLIC}"
         assert not (await store.find(PartyKey("NL", "CPO"))).registered
+        assert "10.1.2.3" not in hub.dialed()
         # Fixed by the party, the same token A registers.
         party.endpoints = original  # type: ignore[method-assign]
         reply = await party.register(hub.versions_url, token_a)
@@ -141,6 +144,7 @@ async def test_failed_registrations_with_one_token_a_are_limited(hub_factory: Hu
         assert limited.status_code == 429
         assert int(limited.headers["retry-after"]) > 0
         assert party.versions_auth == []  # nothing was called for any of them
+        assert "10.9.8.7" not in hub.dialed()
         # Another platform's token A is not affected.
         other = FakeParty([("DE", "OTH", "CPO")])
         async with other.running():

@@ -41,6 +41,13 @@ class RunningHub:
         assert self.app.admin_port is not None, "the hub has not started"
         return f"http://127.0.0.1:{self.app.admin_port}{path}"
 
+    def dialed(self) -> set[str]:
+        """Every host the hub's outbound client has a pool for: a connection is only ever made through a pool,
+        so a host missing here was never connected to (what an SSRF test asserts of a refused address)."""
+        runtime = self.app.runtime
+        assert runtime is not None
+        return {host for host, _port, _tls in runtime.outbound.pools}
+
     async def synced(self, store: PartyStore) -> None:
         """Wait (bounded) until this hub's routing snapshot has every registry change made so far."""
         version = await store.version()
