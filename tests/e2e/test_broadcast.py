@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from registry.store import PartyStore
 from tests.support.fake_party import FakeParty, Received, ocpi, wait_until
-from tests.support.hubs import HubFactory, RunningHub, connect_party, parties
+from tests.support.hubs import HubFactory, RunningHub, connect_party, connected, parties
 
 pytestmark = pytest.mark.e2e
 
@@ -45,10 +45,7 @@ async def market(hub: RunningHub, store: PartyStore, client: httpx.AsyncClient) 
         FakeParty([("IT", "OTH", "OTHER")], name="other"),
         FakeParty([("ES", "NAP", "NAP")], name="nap"),
     )
-    async with parties(*specs) as running:
-        for party in running:
-            await connect_party(store, hub, party)
-        await hub.synced(store)
+    async with connected(store, hub, *specs) as running:
         cp1, cp2, em1, em2, nsp, other, nap = running
         yield Market(hub, cp1, cp2, em1, em2, nsp, other, nap, client)
 

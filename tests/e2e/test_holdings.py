@@ -15,7 +15,7 @@ import pytest
 
 from registry.store import PartyStore
 from tests.support.fake_party import FakeParty, ocpi, token_header, wait_until
-from tests.support.hubs import HubFactory, RunningHub, connect_party, parties
+from tests.support.hubs import HubFactory, RunningHub, connected
 
 pytestmark = pytest.mark.e2e
 
@@ -58,10 +58,7 @@ async def market(hub: RunningHub, store: PartyStore, client: httpx.AsyncClient) 
         FakeParty([("BE", "EM1", "EMSP")], name="em1"),
         FakeParty([("DE", "EM2", "EMSP")], name="em2"),
     )
-    async with parties(*specs) as running:
-        for party in running:
-            await connect_party(store, hub, party)
-        await hub.synced(store)
+    async with connected(store, hub, *specs) as running:
         cp1, cp2, em1, em2 = running
         yield Market(hub, store, cp1, cp2, em1, em2, client)
 

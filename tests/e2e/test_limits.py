@@ -14,7 +14,7 @@ from registry.codec import EndpointRecord, RateLimit
 from registry.store import PartyStore
 from routing.model import PartyKey
 from tests.support.fake_party import FakeParty
-from tests.support.hubs import TEST_ACTOR, RunningHub, connect_party
+from tests.support.hubs import TEST_ACTOR, RunningHub, connected
 
 pytestmark = pytest.mark.e2e
 
@@ -36,10 +36,7 @@ async def world(hub: RunningHub, store: PartyStore, client: httpx.AsyncClient) -
     publish = {(m, r) for m in ("locations", "tariffs", "sessions", "cdrs") for r in ("SENDER", "RECEIVER")}
     cpo = FakeParty([("NL", "CPO", "CPO")], name="cpo", publish=publish)
     emsp = FakeParty([("BE", "EMP", "EMSP")], name="emsp")
-    async with cpo.running(), emsp.running():
-        await connect_party(store, hub, cpo)
-        await connect_party(store, hub, emsp)
-        await hub.synced(store)
+    async with connected(store, hub, cpo, emsp):
         yield World(hub, store, cpo, emsp, client)
 
 

@@ -20,7 +20,7 @@ from registry.store import PartyStore
 from routing.model import PartyKey
 from routing.relays import TOKEN_LENGTH
 from tests.support.fake_party import FakeParty, Received, ocpi, token_header
-from tests.support.hubs import TEST_ACTOR, HubFactory, RunningHub, connect_party
+from tests.support.hubs import TEST_ACTOR, HubFactory, RunningHub, connect_party, connected
 from tests.support.redis_server import redis_server
 
 pytestmark = pytest.mark.e2e
@@ -43,10 +43,7 @@ class World:
 async def world(hub: RunningHub, store: PartyStore, client: httpx.AsyncClient) -> AsyncIterator[World]:
     cpo = FakeParty([("NL", "CPO", "CPO")], name="cpo")
     emsp = FakeParty([("BE", "EMP", "EMSP")], name="emsp")
-    async with cpo.running(), emsp.running():
-        await connect_party(store, hub, cpo)
-        await connect_party(store, hub, emsp)
-        await hub.synced(store)
+    async with connected(store, hub, cpo, emsp):
         yield World(hub, store, cpo, emsp, client)
 
 

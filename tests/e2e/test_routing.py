@@ -19,7 +19,7 @@ from registry.audit import Actor
 from registry.store import PartyStore
 from routing.model import PartyKey
 from tests.support.fake_party import FakeParty, Received, ocpi, token_header
-from tests.support.hubs import RunningHub, connect_party
+from tests.support.hubs import RunningHub, connect_party, connected
 
 #: Who the test's registry changes are made by (audit events name an actor).
 TEST_ACTOR = Actor.cli("test", "localhost")
@@ -57,10 +57,7 @@ class World:
 async def world(hub: RunningHub, store: PartyStore, client: httpx.AsyncClient) -> AsyncIterator[World]:
     cpo = FakeParty([("NL", "CPO", "CPO")], name="cpo")
     emsp = FakeParty([("BE", "EMP", "EMSP")], name="emsp")
-    async with cpo.running(), emsp.running():
-        await connect_party(store, hub, cpo)
-        await connect_party(store, hub, emsp)
-        await hub.synced(store)
+    async with connected(store, hub, cpo, emsp):
         yield World(hub, store, cpo, emsp, client)
 
 

@@ -32,6 +32,7 @@ from registry.keys import RegistryKeys
 from registry.store import PartyStore, StaleTokenError, UnknownPlatformError
 from routing.model import ConnectionStatus, PartyRole, TokenForm
 from routing.table import token_digest
+from tests.support.processes import poll
 from tests.support.redis_server import free_port, redis_binary, wait_for_answer
 
 pytestmark = pytest.mark.integration
@@ -146,7 +147,7 @@ async def test_a_holder_that_lost_the_lease_cannot_advance_the_cursor(store: Par
     async def expired() -> bool:
         return await store.redis.pttl(store.keys.lease()) == -2
 
-    await wait_for(expired, 2.0, "the lease to expire")
+    await poll(expired, 2.0, "the lease to expire", interval=0.01)
     assert await store.hold_lease("new", 10_000)
     # The old holder wakes up and tries to record its progress: fenced off, the cursor stays where it was.
     assert not await store.advance_cursor("old", "5-0", 10_000)
@@ -667,14 +668,6 @@ async def test_command_errors_are_not_retried(redis_url: str, store: PartyStore)
         with pytest.raises(ResponseError, match="injected"):
             await proxied.hold_lease("me", 1000)
         assert proxy.commands.count(b"EVAL") == 1
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def _history(store: PartyStore) -> list[AuditEvent]:

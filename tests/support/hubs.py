@@ -78,3 +78,13 @@ async def parties(*specs: FakeParty) -> AsyncIterator[tuple[FakeParty, ...]]:
         for spec in specs:
             await stack.enter_async_context(spec.running())
         yield specs
+
+
+@asynccontextmanager
+async def connected(store: PartyStore, hub: RunningHub, *specs: FakeParty) -> AsyncIterator[tuple[FakeParty, ...]]:
+    """Run the parties, register each with ``hub`` (as ``connect_party``) and wait until the hub routes to them."""
+    async with parties(*specs) as running:
+        for party in running:
+            await connect_party(store, hub, party)
+        await hub.synced(store)
+        yield running
