@@ -129,7 +129,7 @@ class Call:
             raise
 
     async def _exchange(self, pool: Pool) -> Upstream:
-        loop = asyncio.get_running_loop()
+        loop = pool.loop
         deadline = loop.time() + self.timeout
         for attempt in (0, 1):
             # The common case needs no timer: a warm connection is there and nobody queues for it.
@@ -240,7 +240,7 @@ class Outbound:
         pool = self.pools.get(key)
         if pool is None:
             pool = self.pools[key] = Pool(origin, self.limits, self.ssl_context, self.budget, self.policy)
-            pool.last_used = asyncio.get_running_loop().time()  # a pool never used lives POOL_TTL too
+            pool.last_used = pool.loop.time()  # a pool never used lives POOL_TTL too
             self._schedule_prune()
         return pool, path.encode("ascii")
 

@@ -47,9 +47,10 @@ class _Unsolicited(Exception):
 class Connection(asyncio.Protocol):
     """One HTTP/1.1 connection to a receiver, carrying one exchange at a time."""
 
-    def __init__(self, on_lost: Callable[[Connection], None]) -> None:
+    def __init__(self, on_lost: Callable[[Connection], None], loop: asyncio.AbstractEventLoop) -> None:
         #: Told when the connection ends, either side (its pool stops counting it).
         self.on_lost = on_lost
+        self.loop = loop  # the pool's: asyncio.get_running_loop() is a system call per use (see Pool.loop)
         self.transport: asyncio.WriteTransport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -217,7 +218,7 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
     async def _wait(self) -> None:
-        self.waiter = asyncio.get_running_loop().create_future()
+        self.waiter = self.loop.create_future()
         try:
             await self.waiter
         finally:
@@ -246,7 +247,7 @@ class Connection(asyncio.Protocol):
     async def _writable(self) -> bool:
         """Wait until the transport takes more; False when the answer's head came first. Raises on failure."""
         while self.write_paused:
-            self._drained = asyncio.get_running_loop().create_future()
+            self._drained = self.loop.create_future()
             try:
                 await self._drained
             finally:

@@ -136,6 +136,9 @@ class Pool:
         budget: Budget,
         policy: NetworkPolicy,
     ) -> None:
+        # Kept once: asyncio.get_running_loop() costs a getpid() system call on every call (its fork check), and
+        # the hot path used it three times per request. A pool lives and dies in the loop that created it.
+        self.loop = asyncio.get_running_loop()
         self.origin = origin
         self.limits = limits
         self.limit = limits.connections
@@ -185,7 +188,7 @@ class Pool:
 
     async def acquire(self, connect_timeout: float, sender: str) -> tuple[Connection, bool]:
         """A connection and whether it was reused."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         if self.turns:
             # Others queue already: a connection freed now is theirs (next_waiter woke one for it), so this request
             # takes its turn instead of taking that connection from under the woken waiter.
@@ -229,7 +232,7 @@ class Pool:
             self.budget.wake_any(exclude=self)
 
     async def _wait_turn(self, sender: str, again: bool = False) -> None:
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self.loop.create_future()
         queue = self.waiters.get(sender)
         if queue is None:
             queue = self.waiters[sender] = collections.deque()
@@ -264,7 +267,7 @@ class Pool:
                 self.turns.remove(sender)
 
     async def _connect(self, timeout: float) -> Connection:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         origin = self.origin
         try:
             async with asyncio.timeout(timeout):
@@ -274,7 +277,7 @@ class Pool:
                 for family, address in addresses:
                     try:
                         _, protocol = await loop.create_connection(
-                            lambda: Connection(self.forget),
+                            lambda: Connection(self.forget, self.loop),
                             address,
                             origin.port,
                             family=family,
@@ -296,7 +299,7 @@ class Pool:
 
     def release(self, conn: Connection) -> None:
         self.in_use -= 1
-        now = asyncio.get_running_loop().time()
+        now = self.loop.time()
         self.last_used = now
         if not conn.reusable:
             # Nothing is free until the connection has ended: its end (forget) wakes the next waiter. Waking one
