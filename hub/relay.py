@@ -34,6 +34,12 @@ log = logging.getLogger("ocpihub.relay")
 #: Length of a relay id of release 0.1 (``secrets.token_urlsafe(24)``).
 _LEGACY_ID_LENGTH: Final = 32
 
+#: Links expire on a multiple of up to this many seconds (rounded up; never more than 1/60 of the Link TTL), so
+#: one signature serves a crawl's every page.
+LINK_EXPIRY_STEP: Final = 60
+#: Signed Link bases remembered at most (the set is emptied when full, and every expiry step).
+_LINKS_KEPT: Final = 4096
+
 
 class Relays:
     """Rewrites and reads relay URLs for one process."""
@@ -53,6 +59,11 @@ class Relays:
         self.relay_base = base_url + RELAY_PREFIX
         self.link_ttl = link_ttl
         self.callback_ttl = callback_ttl
+        #: Link relay URLs already signed (see _link_base), for one table and one expiry bucket.
+        self._links: dict[tuple[object, ...], str | None] = {}
+        self._links_table: RoutingTable | None = None
+        self._links_expires = 0
+        self._link_step = min(max(link_ttl // 60, 1), LINK_EXPIRY_STEP)
 
     # -- reading -----------------------------------------------------------------------------------------------
 
@@ -103,8 +114,10 @@ class Relays:
         to_party: PartyKey | None,
         from_party: PartyKey | None,
         ttl: int,
+        expires: int | None = None,
     ) -> str | None:
-        """``relay_url`` for a URL already made local (``Platform.local_url``)."""
+        """``relay_url`` for a URL already made local (``Platform.local_url``); valid ``ttl`` s from now, or until
+        ``expires`` when given."""
         scheme, authority = split_origin(local)
         origin = f"{scheme}://{authority}"
         rest = local[len(origin) :]
@@ -119,7 +132,7 @@ class Relays:
             path=path,
             to_party=to_party,
             from_party=from_party,
-            expires=int(time.time()) + ttl,
+            expires=int(time.time()) + ttl if expires is None else expires,
         )
         if token is None:
             log.warning("no relay signing key loaded yet: URL not relayed")
@@ -147,6 +160,14 @@ class Relays:
         opening, closing = text.find("<"), text.find(">")
         target = text[opening + 1 : closing] if 0 <= opening < closing else ""
         params = text[closing + 1 :] if closing >= 0 else '; rel="next"'
+        if target:
+            # Every page of a crawl has the same Link but for its query: the signed part is made once per list,
+            # requester and expiry bucket, and the query (checked as local_url would) is appended as it came.
+            base, _, query = target.partition("?")
+            if not query or (query.isascii() and query.isprintable() and " " not in query and "\\" not in query):
+                relayed = self._link_base(base, route, module, role)
+                if relayed is not None:
+                    return f"<{relayed}{'?' if query else ''}{query}>{params}".encode("latin-1")
         local = route.receiver.local_url(target) if target else None
         if local is None or not self._under_endpoint(local, route.receiver, module, role):
             rebuilt = self._next_page(route.receiver, module, role, request_query, total, body)
@@ -162,6 +183,28 @@ class Relays:
             route.receiver, route.caller.platform.id, module, local, route.to_party, route.sender, self.link_ttl
         )
         return None if relayed is None else f"<{relayed}>{params}".encode("latin-1")
+
+    def _link_base(self, base: str, route: Direct, module: ModuleID, role: InterfaceRole | None) -> str | None:
+        """The relay URL (without query) for a Link target without query, when it lies under the receiver's
+        endpoint for the module; None otherwise. Remembered for the table, requester and expiry bucket it was
+        made for: a Link's expiry is rounded up to a step of ``link_ttl / 60`` (at most LINK_EXPIRY_STEP s)."""
+        table = self.table()
+        now = int(time.time())
+        expires = now + self.link_ttl + (-(now + self.link_ttl)) % self._link_step
+        if table is not self._links_table or expires != self._links_expires or len(self._links) >= _LINKS_KEPT:
+            self._links.clear()
+            self._links_table, self._links_expires = table, expires
+        key = (route.receiver.id, route.caller.platform.id, module, role, route.to_party, route.sender, base)
+        if key in self._links:
+            return self._links[key]
+        local = route.receiver.local_url(base)
+        relayed = None
+        if local is not None and self._under_endpoint(local, route.receiver, module, role):
+            relayed = self._signed(
+                route.receiver, route.caller.platform.id, module, local, route.to_party, route.sender, 0, expires
+            )
+        self._links[key] = relayed
+        return relayed
 
     def missing_link(
         self,

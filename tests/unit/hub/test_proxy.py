@@ -301,6 +301,25 @@ async def test_a_link_becomes_a_relay_url_keeping_the_query_that_only_the_reques
     assert len(hub.outbound.sent) == forwarded
 
 
+async def test_the_pages_of_a_crawl_share_one_signed_part_and_each_keeps_its_own_query(hub: Harness) -> None:
+    endpoint = CPO.endpoint("locations", "SENDER")
+    offsets = iter(range(10, 100, 10))
+    hub.outbound.script = lambda _sent: Answer(
+        headers=[(b"link", f'<{endpoint}?offset={next(offsets)}&limit=10>; rel="next"'.encode())]
+    )
+    headers = headers_of(EMSP, to=CPO_PARTY, sender=EMSP_PARTY)
+    links = [(await hub.client.get("/ocpi/2.2.1/sender/locations", headers=headers)).headers["link"] for _ in range(3)]
+    signed = {link.partition("?")[0] for link in links}
+    assert len(signed) == 1, links  # one relay URL per list and expiry step: only the query differs
+    assert [link.partition("?")[2] for link in links] == [f'offset={n}&limit=10>; rel="next"' for n in (10, 20, 30)]
+    followed = await hub.client.get(links[2][1:].partition(">")[0], headers=headers_of(EMSP))
+    assert followed.status_code == 200
+    assert hub.outbound.last.url == endpoint + "?offset=30&limit=10"
+    # A query a request line cannot carry is never appended to a relay URL.
+    hub.outbound.script = lambda _sent: Answer(headers=[(b"link", f'<{endpoint}?offset=1 0>; rel="next"'.encode())])
+    assert "link" not in (await hub.client.get("/ocpi/2.2.1/sender/locations", headers=headers)).headers
+
+
 async def test_a_link_to_anywhere_but_the_receiver_is_not_passed_on(hub: Harness) -> None:
     hub.outbound.script = lambda _sent: Answer(
         headers=[(b"content-type", b"application/json"), (b"link", b'<https://evil.example/steal>; rel="next"')]
