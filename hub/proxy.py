@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from collections.abc import Coroutine
 from typing import Any, Final
@@ -83,8 +84,11 @@ def outbound_headers(
 
 def query_keys(query: bytes) -> str:
     """``?offset=&limit=``: the keys of a query string without its values (which may be personal data)."""
-    keys = [part.split(b"=", 1)[0].decode("latin-1") for part in query.split(b"&") if part]
-    return "?" + "&".join(key + "=" for key in keys) if keys else ""
+    keys = _QUERY_VALUE.sub(b"=", query).strip(b"&")  # one pass in C: a paginated GET logs this on every page
+    return "?" + keys.decode("latin-1") if keys else ""
+
+
+_QUERY_VALUE: Final = re.compile(rb"=[^&]*")
 
 
 class ClientDisconnectedError(Exception):
