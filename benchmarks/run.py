@@ -16,6 +16,8 @@ hits all scenarios alike:
   a signed relay URL);
 - message tracking (hub/tracking.py): the hub GET again on a second hub whose ``trace_max_records`` is the
   opposite of the default (0 turns tracking off); its Redis memory per record is benchmarks/tracking.py's;
+- the hostile-traffic checks (head limits, rate limit and pool caps, path and URL guards, answer head limits):
+  the hub GET again on a third hub without them (benchmarks/ablation.py), for what they cost;
 - GET All via Hub, a page of 100 from the hub's store of 10,000 Locations (benchmarks/holdings.py, which also
   measures how fast broadcast pushes are stored, before the rounds).
 
@@ -44,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from benchmarks import holdings, pagination, topology
+from benchmarks import ablation, holdings, pagination, topology
 from benchmarks.load import Load, Request, have_wrk, run_load
 from benchmarks.topology import CPO, EMSP, RedisMeter, routed_headers
 from config.settings import FIELDS
@@ -73,6 +75,7 @@ NOT_MEASURED: Final = "not measured: setting missing"
 DIRECT_GET: Final = "direct GET"
 NAIVE_GET: Final = "naive proxy GET (1 worker)"
 HUB_GET: Final = "hub GET (1 worker)"
+HUB_GET_BARE: Final = "hub GET, hostile-traffic checks removed (1 worker)"
 NAIVE_PAGE: Final = "naive proxy paginated GET (1 worker)"
 HUB_PAGE: Final = "hub paginated GET (1 worker)"
 DIRECT_PUT: Final = "direct PUT 1.5 KB"
@@ -233,9 +236,14 @@ async def end_to_end(config: Config) -> dict[str, Any]:
                 other = None
                 if tracking is not None:
                     other = await stack.enter_async_context(
-                        topology.hub(stub_port, workers=1, **tracking.other_settings)
+                        topology.hub(stub_port, workers=1, settings=tracking.other_settings)
                     )
+                bare = await stack.enter_async_context(
+                    topology.hub(stub_port, workers=1, extra_env=stack.enter_context(ablation.environment()))
+                )
                 hub_get = Request("GET", hub1.hub_url + GET_PATH, routed_headers(hub1.emsp_token, CPO, EMSP))
+                bare_get = Request("GET", bare.hub_url + GET_PATH, routed_headers(bare.emsp_token, CPO, EMSP))
+                await ablation.confirm(hub_get, bare_get)
                 hub_put = Request(
                     "PUT",
                     hub1.hub_url + "/ocpi/2.2.1/receiver/locations/NL/CPO/LOC1",
@@ -264,6 +272,7 @@ async def end_to_end(config: Config) -> dict[str, Any]:
                     await measure(config, scenario(DIRECT_GET), direct_get, [])
                     await measure(config, scenario(NAIVE_GET), naive_get, [naive_pid])
                     await measure(config, scenario(HUB_GET), hub_get, hub1.hub_pids, meter=meter1)
+                    await measure(config, scenario(HUB_GET_BARE), bare_get, bare.hub_pids)
                     if paired is not None:
                         await measure(config, scenario(paired[0]), paired[1], paired[2], meter=paired[3])
                     await measure(config, scenario(NAIVE_PAGE), naive_page, [naive_pid])
@@ -330,6 +339,8 @@ def targets(
     page_ratio = s[HUB_PAGE].rps / s[NAIVE_PAGE].rps
     cpu_ratio = s[HUB_PAGE].median("cpu_per_10k") / s[HUB_GET].median("cpu_per_10k")
     redis_get = s[HUB_GET].redis_per_1k(leave_out=TRACKING_COMMANDS)
+    checks = (s[HUB_GET].median("cpu_per_10k") / s[HUB_GET_BARE].median("cpu_per_10k") - 1) * 100
+    checks_rps = (1 - s[HUB_GET].rps / s[HUB_GET_BARE].rps) * 100
     redis_page = s[HUB_PAGE].redis_per_1k(leave_out=TRACKING_COMMANDS)
     open_added = s[AUTHORIZE_OPEN].median("p50_ms") - s[AUTHORIZE_TO].median("p50_ms")
     stored = held["store"]["locations"]
@@ -358,6 +369,18 @@ def targets(
             None,
         ),
         *_tracking_rows(s, e2e["tracking"]),
+        (
+            "hostile-traffic checks' cost: hub CPU per routed GET, with ÷ without - 1 (%)",
+            checks,
+            "≤ 5 %",
+            checks <= 5,
+        ),
+        (
+            "hostile-traffic checks' cost: routed GET throughput lost, 1 - with ÷ without (%)",
+            checks_rps,
+            "(info)",
+            None,
+        ),
         ("broadcast Locations stored/s (~2.5 KB, 1 recipient)", held["apply"]["stored_per_s_median"], "(info)", None),
         (f"GET All via Hub, page of 100 of {stored:,} Locations: req/s", s[HUB_GET_ALL].rps, "(info)", None),
         (f"GET All via Hub, page of 100 of {stored:,} Locations: p50 ms, 1 connection", get_all_p50, "(info)", None),

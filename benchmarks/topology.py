@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Final
@@ -179,12 +179,20 @@ def naive_proxy(upstream_port: int, workers: int = 1) -> Iterator[tuple[int, int
 
 
 @asynccontextmanager
-async def hub(stub_port: int, workers: int = 1, redis_url: str | None = None, **settings: str) -> AsyncIterator[Routed]:
-    """A hub with ``workers`` processes, a CPO and an eMSP registered whose endpoints are the stub."""
+async def hub(
+    stub_port: int,
+    workers: int = 1,
+    redis_url: str | None = None,
+    *,
+    settings: Mapping[str, str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> AsyncIterator[Routed]:
+    """A hub with ``workers`` processes, a CPO and an eMSP registered whose endpoints are the stub; ``settings``
+    by name (key_prefix → OCPI_HUB_KEY_PREFIX), ``extra_env`` added to its environment (benchmarks/ablation.py)."""
     with running_redis() if redis_url is None else _given(redis_url) as url:
         prefix = f"bench:{uuid.uuid4().hex}:"
         port = free_port()
-        env = hub_env(key_prefix=prefix, **settings)
+        env = hub_env(key_prefix=prefix, **(settings or {})) | dict(extra_env or {})
         redis = Redis.from_url(url)
         store = PartyStore(redis, RegistryKeys(prefix))
         stub_base = f"http://127.0.0.1:{stub_port}"
