@@ -26,6 +26,7 @@ SCENARIOS = (
     run.DIRECT_GET,
     run.NAIVE_GET,
     run.HUB_GET,
+    run.HUB_GET_REF,
     run.HUB_GET_BARE,
     run.NAIVE_PAGE,
     run.HUB_PAGE,
