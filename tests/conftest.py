@@ -7,20 +7,21 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
-from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
-from config.settings import Settings
-from hub.app import build_app
 from registry.keys import RegistryKeys
-from registry.store import PartyStore
-from tests.support.hubs import HubFactory, RunningHub
-from tests.support.redis_server import running_redis
-from tests.support.servers import bound_socket, serve
+
+if TYPE_CHECKING:
+    # Imported where used: `pytest tests/unit/routing` (the inner loop) then starts without the hub, Redis and
+    # HTTP client stacks.
+    import httpx
+    from redis.asyncio import Redis
+
+    from config.settings import Settings
+    from registry.store import PartyStore
+    from tests.support.hubs import HubFactory, RunningHub
 
 #: What tests allow party URLs to reach: the fake parties' loopback addresses.
 LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
@@ -30,6 +31,8 @@ LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 def redis_url() -> Iterator[str]:
     """The session's Redis: OCPI_HUB_TEST_REDIS_URL, else a private redis-server. On TCP, not a unix socket:
     store and object tests cut connections through a TCP proxy in front of it (a lost port race is retried)."""
+    from tests.support.redis_server import running_redis
+
     url = os.environ.get("OCPI_HUB_TEST_REDIS_URL")
     if url:
         yield url
@@ -45,6 +48,8 @@ def keys() -> RegistryKeys:
 
 @pytest.fixture
 async def redis(redis_url: str, keys: RegistryKeys) -> AsyncIterator[Redis]:
+    from redis.asyncio import Redis
+
     client = Redis.from_url(redis_url)
     yield client
     # Delete only this test's keys (its own hash tag), nothing else on the server.
@@ -55,11 +60,15 @@ async def redis(redis_url: str, keys: RegistryKeys) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 async def store(redis: Redis, keys: RegistryKeys) -> PartyStore:
+    from registry.store import PartyStore
+
     return PartyStore(redis, keys)
 
 
 @pytest.fixture
 def test_settings(redis_url: str, keys: RegistryKeys) -> Callable[..., Settings]:
+    from config.settings import Settings
+
     def make(**overrides: Any) -> Settings:
         base = Settings(
             redis_url=redis_url,
@@ -80,6 +89,12 @@ def test_settings(redis_url: str, keys: RegistryKeys) -> Callable[..., Settings]
 
 @pytest.fixture
 def hub_factory(test_settings: Callable[..., Settings]) -> HubFactory:
+    from prometheus_client import CollectorRegistry
+
+    from hub.app import build_app
+    from tests.support.hubs import RunningHub
+    from tests.support.servers import bound_socket, serve
+
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[RunningHub]:
         sock = bound_socket()
@@ -101,5 +116,7 @@ async def hub(hub_factory: HubFactory) -> AsyncIterator[RunningHub]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
+    import httpx
+
     async with httpx.AsyncClient(timeout=30) as c:
         yield c
