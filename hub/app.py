@@ -98,12 +98,14 @@ class HubApp:
             credentials = CredentialsService(
                 rt.store, rt.outbound, self.identity, settings.forward_timeout, rt.holder.apply_own
             )
+            # The first load (which creates the first relay signing key if the registry has none) is the refresh
+            # loop's own, made after it subscribed to change notices; start-up waits for that first attempt.
+            rt.tasks.supervise("snapshot", rt.holder.run, rt.metrics.restarts_of)
+            await rt.holder.first_attempt.wait()
             try:
-                await rt.holder.reload()  # creates the first relay signing key if the registry has none
                 await rt.store.set_public_url(settings.base_url)
             except REGISTRY_ERRORS as exc:
                 log.warning("registry not reachable at start-up; retrying in the background: %s", exc)
-            rt.tasks.supervise("snapshot", rt.holder.run, rt.metrics.restarts_of)
             rt.tasks.supervise("owner-index", rt.learner.run, rt.metrics.restarts_of)
             if rt.tracker is not None:
                 rt.tasks.supervise("tracker", rt.tracker.run, rt.metrics.restarts_of)

@@ -122,6 +122,10 @@ class SnapshotHolder:
         self._warned_at = 0.0
         #: Set by a failed contact, so "reachable again" follows an outage and not every start.
         self._lost = False
+        #: Set once ``run()`` has made its first attempt to load, loaded or not: start-up waits for it. The first
+        #: load happens inside the subscription, so a change made meanwhile (another process creating the relay
+        #: key at its own start) arrives as a notice, not as a newer version that costs a second full reload.
+        self.first_attempt = asyncio.Event()
 
     async def reload(self) -> None:
         """Rebuild the whole table from Redis, a batch of platforms at a time.
@@ -253,6 +257,7 @@ class SnapshotHolder:
             await self._refresh()
         finally:
             self.refreshing = False
+            self.first_attempt.set()  # never leave start-up waiting on a loop that ended
 
     async def _refresh(self) -> None:
         backoff = 0.1
@@ -267,20 +272,26 @@ class SnapshotHolder:
                 if not self.loaded or self._lost or await self._version() != self.table.version:
                     await self.reload()
                 self._synced()
+                self.first_attempt.set()
                 backoff = 0.1
                 while True:
                     notices: list[tuple[str, int]] = []
                     unversioned = False
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.poll_interval)
+                    # Subscription acknowledgements are read and skipped here, not by redis-py: with
+                    # ignore_subscribe_messages it returns None for one, which read as "nothing pending" when a
+                    # notice stood right behind it — the version check below then found a newer registry and
+                    # rebuilt the whole table (seconds at 100k parties) for a change the notice carried.
+                    message = await pubsub.get_message(timeout=self.poll_interval)
                     while message is not None and len(notices) < MAX_BATCH:
-                        data = message.get("data")
-                        text = data.decode() if isinstance(data, bytes) else str(data)
-                        platform_id, _, version = text.partition("|")
-                        if version.isdigit():
-                            notices.append((platform_id, int(version)))
-                        else:
-                            unversioned = True
-                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+                        if message.get("type") == "message":
+                            data = message.get("data")
+                            text = data.decode() if isinstance(data, bytes) else str(data)
+                            platform_id, _, version = text.partition("|")
+                            if version.isdigit():
+                                notices.append((platform_id, int(version)))
+                            else:
+                                unversioned = True
+                        message = await pubsub.get_message(timeout=0)
                     if unversioned or time.time() - self.loaded_at > FULL_RELOAD_INTERVAL:
                         await self.reload()
                     elif notices:
@@ -290,6 +301,7 @@ class SnapshotHolder:
                     self._synced()
             except (*REGISTRY_ERRORS, TimeoutError) as exc:
                 self._unreachable(exc)
+                self.first_attempt.set()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
             finally:
