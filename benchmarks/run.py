@@ -14,11 +14,13 @@ hits all scenarios alike:
 - single-object GET (1.5 KB Location) and 1.5 KB PUT: direct, naive proxy, hub;
 - paginated list GET (benchmarks/pagination.py): naive proxy (Link passed through) and hub (Link rewritten into
   a signed relay URL);
-- paired comparisons, on three more hubs that serve nothing but this GET in the same rounds (the first hub also
-  stores broadcasts and serves GET All, which makes it a little slower): a reference hub as shipped; one whose
-  ``trace_max_records`` is the opposite of the default (0 turns message tracking off; its Redis memory per
-  record is benchmarks/tracking.py's); one without the hostile-traffic checks (head limits, rate limit and pool
-  caps, path and URL guards, answer head limits: benchmarks/ablation.py);
+- message tracking's cost, on two more hubs that serve nothing but this GET in the same rounds (the first hub also
+  stores broadcasts and serves GET All): one as shipped and one whose ``trace_max_records`` is the opposite of
+  the default (0 turns message tracking off; its Redis memory per record is benchmarks/tracking.py's);
+- the hostile-traffic checks' cost (head limits, rate limit and pool caps, path and URL guards, answer head
+  limits), on one hub process measured with its checks switched off and on again in turn (benchmarks/ablation.py:
+  two processes alike differ by several per cent, one process does not), on a CPU of its own (the load generator,
+  the stub and the other processes on the other one);
 - GET All via Hub, a page of 100 from the hub's store of 10,000 Locations (benchmarks/holdings.py, which also
   measures how fast broadcast pushes are stored, before the rounds).
 
@@ -76,8 +78,9 @@ NOT_MEASURED: Final = "not measured: setting missing"
 DIRECT_GET: Final = "direct GET"
 NAIVE_GET: Final = "naive proxy GET (1 worker)"
 HUB_GET: Final = "hub GET (1 worker)"
-HUB_GET_REF: Final = "hub GET, paired reference (1 worker)"
-HUB_GET_BARE: Final = "hub GET, hostile-traffic checks removed (1 worker)"
+HUB_GET_REF: Final = "hub GET, tracking's reference (1 worker)"
+HUB_GET_BARE: Final = "hub GET on a CPU of its own, hostile-traffic checks switched off (1 worker)"
+HUB_GET_CHECKED: Final = "hub GET on a CPU of its own, the same process with its checks on (1 worker)"
 NAIVE_PAGE: Final = "naive proxy paginated GET (1 worker)"
 HUB_PAGE: Final = "hub paginated GET (1 worker)"
 DIRECT_PUT: Final = "direct PUT 1.5 KB"
@@ -247,7 +250,8 @@ async def end_to_end(config: Config) -> dict[str, Any]:
                 hub_get = Request("GET", hub1.hub_url + GET_PATH, routed_headers(hub1.emsp_token, CPO, EMSP))
                 ref_get = Request("GET", reference.hub_url + GET_PATH, routed_headers(reference.emsp_token, CPO, EMSP))
                 bare_get = Request("GET", bare.hub_url + GET_PATH, routed_headers(bare.emsp_token, CPO, EMSP))
-                await ablation.confirm(ref_get, bare_get)
+                for active in (False, True):  # raises unless the switch works both ways
+                    await ablation.switch(bare_get, bare.hub_pids, active=active)
                 hub_put = Request(
                     "PUT",
                     hub1.hub_url + "/ocpi/2.2.1/receiver/locations/NL/CPO/LOC1",
@@ -279,7 +283,12 @@ async def end_to_end(config: Config) -> dict[str, Any]:
                     await measure(config, scenario(HUB_GET_REF), ref_get, reference.hub_pids)
                     if paired is not None:
                         await measure(config, scenario(paired[0]), paired[1], paired[2], meter=paired[3])
-                    await measure(config, scenario(HUB_GET_BARE), bare_get, bare.hub_pids)
+                    # On and off in turn, the order swapped every round; the hub on a core of its own.
+                    with topology.dedicated_core(bare.hub_pids) as info["checks_on_dedicated_core"]:
+                        for active in (True, False) if len(scenario(HUB_GET_BARE).runs) % 2 else (False, True):
+                            await ablation.switch(bare_get, bare.hub_pids, active=active)
+                            checks_scenario = HUB_GET_CHECKED if active else HUB_GET_BARE
+                            await measure(config, scenario(checks_scenario), bare_get, bare.hub_pids)
                     await measure(config, scenario(NAIVE_PAGE), naive_page, [naive_pid])
                     await measure(config, scenario(HUB_PAGE), hub_page, hub1.hub_pids, meter=meter1)
                     await measure(config, scenario(DIRECT_PUT), direct_put, [])
@@ -344,8 +353,8 @@ def targets(
     page_ratio = s[HUB_PAGE].rps / s[NAIVE_PAGE].rps
     cpu_ratio = s[HUB_PAGE].median("cpu_per_10k") / s[HUB_GET].median("cpu_per_10k")
     redis_get = s[HUB_GET].redis_per_1k(leave_out=TRACKING_COMMANDS)
-    checks = (s[HUB_GET_REF].median("cpu_per_10k") / s[HUB_GET_BARE].median("cpu_per_10k") - 1) * 100
-    checks_rps = (1 - s[HUB_GET_REF].rps / s[HUB_GET_BARE].rps) * 100
+    checks = (s[HUB_GET_CHECKED].median("cpu_per_10k") / s[HUB_GET_BARE].median("cpu_per_10k") - 1) * 100
+    checks_rps = (1 - s[HUB_GET_CHECKED].rps / s[HUB_GET_BARE].rps) * 100
     redis_page = s[HUB_PAGE].redis_per_1k(leave_out=TRACKING_COMMANDS)
     open_added = s[AUTHORIZE_OPEN].median("p50_ms") - s[AUTHORIZE_TO].median("p50_ms")
     stored = held["store"]["locations"]

@@ -28,6 +28,7 @@ SCENARIOS = (
     run.HUB_GET,
     run.HUB_GET_REF,
     run.HUB_GET_BARE,
+    run.HUB_GET_CHECKED,
     run.NAIVE_PAGE,
     run.HUB_PAGE,
     run.HUB_PUT,
