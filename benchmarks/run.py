@@ -79,8 +79,8 @@ DIRECT_GET: Final = "direct GET"
 NAIVE_GET: Final = "naive proxy GET (1 worker)"
 HUB_GET: Final = "hub GET (1 worker)"
 HUB_GET_REF: Final = "hub GET, tracking's reference (1 worker)"
-HUB_GET_BARE: Final = "hub GET on a CPU of its own, hostile-traffic checks switched off (1 worker)"
-HUB_GET_CHECKED: Final = "hub GET on a CPU of its own, the same process with its checks on (1 worker)"
+HUB_GET_BARE: Final = "hub GET, hostile-traffic checks switched off (1 worker)"
+HUB_GET_CHECKED: Final = "hub GET, the same process with its checks on again (1 worker)"
 NAIVE_PAGE: Final = "naive proxy paginated GET (1 worker)"
 HUB_PAGE: Final = "hub paginated GET (1 worker)"
 DIRECT_PUT: Final = "direct PUT 1.5 KB"
@@ -493,6 +493,10 @@ def render(
             f"- message tracking: {'on' if tracking.default_on else 'off'} by default ({TRACKING_SETTING} ="
             f" {tracking.default_records}) in every hub run but “{tracking.scenario}”"
         )
+    lines.append(
+        "- hostile-traffic checks' cost: one hub process, its checks switched off and on in turn"
+        + (", on a CPU of its own" if info.get("checks_on_dedicated_core") else ", sharing the CPUs (one CPU only)")
+    )
     if "generator_ceiling_rps" in info:
         lines.append(
             f"- Python load generator ceiling (against the stub directly): {info['generator_ceiling_rps']} req/s"
