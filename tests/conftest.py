@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -67,45 +66,16 @@ async def store(redis: Redis, keys: RegistryKeys) -> PartyStore:
 
 @pytest.fixture
 def test_settings(redis_url: str, keys: RegistryKeys) -> Callable[..., Settings]:
-    from config.settings import Settings
+    from tests.support.hubs import hub_settings
 
-    def make(**overrides: Any) -> Settings:
-        base = Settings(
-            redis_url=redis_url,
-            key_prefix=keys.prefix,
-            forward_timeout=5.0,
-            snapshot_poll_interval=0.1,
-            lease_ttl=2.0,
-            liveness_interval=300.0,
-            drain_time=5.0,
-            # Every fake party lives on loopback, which party URLs may not reach by default (SSRF policy).
-            allow_party_networks=LOOPBACK_NETWORKS,
-            admin_port=0,  # a free port per hub (RunningHub.admin_url)
-        )
-        return dataclasses.replace(base, **overrides)
-
-    return make
+    return functools.partial(hub_settings, redis_url, keys)
 
 
 @pytest.fixture
-def hub_factory(test_settings: Callable[..., Settings]) -> HubFactory:
-    from prometheus_client import CollectorRegistry
+def hub_factory(redis_url: str, keys: RegistryKeys) -> HubFactory:
+    from tests.support.hubs import running_hub
 
-    from hub.app import build_app
-    from tests.support.hubs import RunningHub
-    from tests.support.servers import bound_socket, serve
-
-    @asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[RunningHub]:
-        sock = bound_socket()
-        port = sock.getsockname()[1]
-        settings = test_settings(port=port, public_url=f"http://127.0.0.1:{port}", **overrides)
-        metrics = CollectorRegistry()
-        app = build_app(settings, metrics)
-        async with serve(app, sock, ocpi_parser=True):
-            yield RunningHub(app, settings, metrics)
-
-    return start
+    return functools.partial(running_hub, redis_url, keys)
 
 
 @pytest.fixture

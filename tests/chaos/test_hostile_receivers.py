@@ -25,7 +25,7 @@ import pytest_asyncio
 from registry.connection import connect
 from registry.keys import RegistryKeys
 from registry.store import PartyStore
-from tests.support.chaos import drop_keys, running_hub
+from tests.support.chaos import drop_keys
 from tests.support.fake_party import FakeParty, wait_until
 from tests.support.hostile import (
     Behaviour,
@@ -39,7 +39,7 @@ from tests.support.hostile import (
     stream,
     trickle,
 )
-from tests.support.hubs import RunningHub, connect_party, parties
+from tests.support.hubs import RunningHub, connect_party, parties, running_hub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 

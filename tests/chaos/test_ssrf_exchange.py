@@ -22,10 +22,10 @@ from starlette.responses import Response
 from registry.connection import connect
 from registry.keys import RegistryKeys
 from registry.store import PartyStore
-from tests.support.chaos import drop_keys, running_hub
+from tests.support.chaos import drop_keys
 from tests.support.fake_party import FakeParty, Received, ocpi
 from tests.support.hostile import HostileReceiver
-from tests.support.hubs import RunningHub, connect_party, parties
+from tests.support.hubs import RunningHub, connect_party, parties, running_hub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 

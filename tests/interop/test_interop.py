@@ -46,7 +46,7 @@ import asyncio
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -54,11 +54,8 @@ from urllib.parse import parse_qs
 
 import pytest
 import pytest_asyncio
-from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from config.settings import Settings
-from hub.app import build_app
 from hub.credentials import connect
 from registry.codec import EndpointRecord
 from registry.keys import RegistryKeys
@@ -77,9 +74,8 @@ from tests.interop.harness import (
     running_party,
     token_header,
 )
-from tests.support.hubs import TEST_ACTOR, RunningHub
+from tests.support.hubs import TEST_ACTOR, RunningHub, running_hub
 from tests.support.processes import hub_env, run_ocpi_hub
-from tests.support.servers import bound_socket, serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -96,8 +92,6 @@ ARRIVAL: Final = 5.0
 #: ... and for a routed request: it has reached the receiver before the requester has the answer (the hub reads
 #: the receiver's whole answer first), so this only covers the request log being read.
 ROUTED: Final = 1.0
-#: What party URLs may reach in these tests: the library parties on loopback.
-LOOPBACK: Final = ("127.0.0.0/8",)
 
 
 # -- the world -----------------------------------------------------------------------------------------------------
@@ -271,33 +265,6 @@ def cdr(owner: Party, ident: str, emsp: Party, uid: str, location_id: str) -> di
 
 #: NL*CP1's locations, for the page-by-page GET (nothing else adds locations to NL*CP1).
 CP1_LOCATIONS: Final = tuple(f"A-LOC{i}" for i in range(1, 6))
-
-
-def hub_settings(redis_url: str, keys: RegistryKeys, port: int) -> Settings:
-    """What tests/conftest.py ``test_settings`` gives a hub, for a module-scoped one."""
-    return Settings(
-        redis_url=redis_url,
-        key_prefix=keys.prefix,
-        forward_timeout=5.0,
-        snapshot_poll_interval=0.1,
-        lease_ttl=2.0,
-        liveness_interval=300.0,
-        drain_time=5.0,
-        allow_party_networks=LOOPBACK,
-        admin_port=0,
-        port=port,
-        public_url=f"http://127.0.0.1:{port}",
-    )
-
-
-@asynccontextmanager
-async def running_hub(redis_url: str, keys: RegistryKeys) -> AsyncIterator[RunningHub]:
-    sock = bound_socket()
-    settings = hub_settings(redis_url, keys, sock.getsockname()[1])
-    metrics = CollectorRegistry()
-    app = build_app(settings, metrics)
-    async with serve(app, sock, ocpi_parser=True):
-        yield RunningHub(app, settings, metrics)
 
 
 async def start_parties(stack: AsyncExitStack, python: Path, workdir: Path) -> tuple[LibraryParty, ...]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import signal
 import statistics
@@ -23,18 +22,14 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 import psutil
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from config.settings import Settings
-from hub.app import build_app
 from registry.keys import RegistryKeys
 from registry.store import PartyStore
 from routing.model import PartyRole
 from tests.support.fake_party import FakeParty, token_header
-from tests.support.hubs import TEST_ACTOR, RunningHub
+from tests.support.hubs import TEST_ACTOR
 from tests.support.processes import HubProcess, hub_env, hub_process, poll
-from tests.support.servers import bound_socket, serve
 
 T = TypeVar("T")
 
@@ -217,34 +212,6 @@ async def drop_keys(store: PartyStore, keys: RegistryKeys) -> None:
 
 
 # -- hubs ----------------------------------------------------------------------------------------------------------
-
-#: What party URLs may reach in tests: the fake parties' loopback addresses (as tests/conftest.py allows).
-LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
-
-
-@asynccontextmanager
-async def running_hub(redis_url: str, keys: RegistryKeys, **overrides: Any) -> AsyncIterator[RunningHub]:
-    """An in-process hub on loopback, as tests/conftest.py's ``hub_factory`` starts one, for a fixture wider than
-    a test (``hub_factory`` lives and dies with one)."""
-    sock = bound_socket()
-    port = sock.getsockname()[1]
-    settings = Settings(
-        redis_url=redis_url,
-        key_prefix=keys.prefix,
-        forward_timeout=5.0,
-        snapshot_poll_interval=0.1,
-        lease_ttl=2.0,
-        liveness_interval=300.0,
-        drain_time=5.0,
-        allow_party_networks=LOOPBACK_NETWORKS,
-        admin_port=0,
-    )
-    settings = dataclasses.replace(settings, port=port, public_url=f"http://127.0.0.1:{port}", **overrides)
-    metrics = CollectorRegistry()
-    app = build_app(settings, metrics)
-    async with serve(app, sock, ocpi_parser=True):
-        yield RunningHub(app, settings, metrics)
-
 
 # -- hub processes -------------------------------------------------------------------------------------------------
 

@@ -2,21 +2,59 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from config.settings import Settings
-from hub.app import HubApp
+from hub.app import HubApp, build_app
 from registry.audit import Actor
+from registry.keys import RegistryKeys
 from registry.store import PartyStore
 from routing.model import PartyRole
 from tests.support.fake_party import FakeParty, wait_until
+from tests.support.servers import bound_socket, serve
 
 #: Who the test's registry changes are made by (audit events name an actor).
 TEST_ACTOR = Actor.cli("test", "localhost")
+
+#: What party URLs may reach in tests: the fake parties' loopback addresses (SSRF policy).
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
+
+
+def hub_settings(redis_url: str, keys: RegistryKeys, /, **overrides: Any) -> Settings:
+    """A test hub's settings: short timers, its own key prefix, party URLs allowed on loopback only; any setting
+    (``redis_url`` too) may be overridden."""
+    base = Settings(
+        redis_url=redis_url,
+        key_prefix=keys.prefix,
+        forward_timeout=5.0,
+        snapshot_poll_interval=0.1,
+        lease_ttl=2.0,
+        liveness_interval=300.0,
+        drain_time=5.0,
+        # Every fake party lives on loopback, which party URLs may not reach by default (SSRF policy).
+        allow_party_networks=LOOPBACK_NETWORKS,
+        admin_port=0,  # a free port per hub (RunningHub.admin_url)
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+@asynccontextmanager
+async def running_hub(redis_url: str, keys: RegistryKeys, /, **overrides: Any) -> AsyncIterator[RunningHub]:
+    """An in-process hub on a loopback socket bound to port 0 (tests/conftest.py's ``hub_factory``, and fixtures
+    wider than a test)."""
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    settings = hub_settings(redis_url, keys, port=port, public_url=f"http://127.0.0.1:{port}", **overrides)
+    metrics = CollectorRegistry()
+    app = build_app(settings, metrics)
+    async with serve(app, sock, ocpi_parser=True):
+        yield RunningHub(app, settings, metrics)
 
 
 @dataclass
