@@ -60,17 +60,24 @@ PENDING_CAP = 16
 PER_HANGING = PENDING_CAP + 4
 
 
+async def hanging_parties(stack: AsyncExitStack, count: int) -> tuple[list[HostileReceiver], list[FakeParty]]:
+    """``count`` receivers that never answer, running on ``stack``, and the CPOs (NL/H00, NL/H01, …) whose
+    module endpoints they are."""
+    receivers = [HostileReceiver(hang()) for _ in range(count)]
+    for receiver in receivers:
+        await stack.enter_async_context(receiver.running())
+    dead = [
+        FakeParty([("NL", f"H{i:02d}", "CPO")], name=f"hanging{i}", module_base=r.base_url)
+        for i, r in enumerate(receivers)
+    ]
+    return receivers, dead
+
+
 async def test_hanging_receivers_are_cut_off_at_their_pending_cap_and_a_healthy_pair_keeps_its_latency(
     tmp_path: Path, keys: RegistryKeys, store: PartyStore, redis_url: str
 ) -> None:
-    receivers = [HostileReceiver(hang()) for _ in range(HANGING)]
     async with AsyncExitStack() as stack:
-        for receiver in receivers:
-            await stack.enter_async_context(receiver.running())
-        dead = [
-            FakeParty([("NL", f"H{i:02d}", "CPO")], name=f"hanging{i}", module_base=r.base_url)
-            for i, r in enumerate(receivers)
-        ]
+        _, dead = await hanging_parties(stack, HANGING)
         healthy = FakeParty([(*HEALTHY, "CPO")], name="healthy")
         emsp = FakeParty([(*EMSP, "EMSP")], name="emsp")
         await stack.enter_async_context(parties(*dead, healthy, emsp))
@@ -128,14 +135,8 @@ async def test_a_burst_that_fills_the_connection_budget_leaves_no_request_queued
     while its pool could open a connection: within its fair share, idle connections (the registrations', once idle
     for EVICTABLE_IDLE) are evicted to make room, and free places beyond the reserve are used."""
     budget = 32
-    receivers = [HostileReceiver(hang()) for _ in range(3)]
     async with AsyncExitStack() as stack:
-        for receiver in receivers:
-            await stack.enter_async_context(receiver.running())
-        dead = [
-            FakeParty([("NL", f"H{i:02d}", "CPO")], name=f"hanging{i}", module_base=r.base_url)
-            for i, r in enumerate(receivers)
-        ]
+        receivers, dead = await hanging_parties(stack, 3)
         emsp = FakeParty([(*EMSP, "EMSP")], name="emsp")
         await stack.enter_async_context(parties(*dead, emsp))
         hub = await stack.enter_async_context(
