@@ -636,12 +636,12 @@ async def test_history_lists_changes_newest_last_with_the_operator_and_never_a_s
     ("args", "expected"),
     [
         (("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "ftp://x.example.com/t"), "http"),
-        (("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://10.0.0.1/t"), "public"),
+        (("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://192.0.2.1/t"), "public"),
         (("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://a\x01b/t"), "control"),
         (
             (
-                *("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://10.0.0.1/t"),
-                *("--allow-party-network", "10.0.0.0/33"),
+                *("endpoint", "NL:ABC", "--module", "tokens", "--role", "SENDER", "--url", "http://192.0.2.1/t"),
+                *("--allow-party-network", "192.0.2.0/33"),
             ),
             "allow_party_networks",
         ),
@@ -814,7 +814,7 @@ async def test_serve_check_prints_the_effective_configuration_with_secrets_maske
         (("--certfile", "/nonexistent/cert.pem"), {}, "keyfile"),
         (("--redis-url", "redis+sentinel://127.0.0.1:26379"), {}, "service"),
         ((), {"OCPI_HUB_PORT": "eighty"}, "OCPI_HUB_PORT"),
-        ((), {"OCPI_HUB_ALLOW_PARTY_NETWORKS": "10.0.0.1/8"}, "allow_party_networks"),
+        ((), {"OCPI_HUB_ALLOW_PARTY_NETWORKS": "192.0.2.1/24"}, "allow_party_networks"),
         (("--port", "x"), {}, "--port"),
         (("--server", "nginx"), {}, "--server"),
         (("--allow-party-network", "nonsense"), {}, "allow_party_networks"),
