@@ -25,7 +25,7 @@ import asyncio
 import os
 import signal
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -114,8 +114,7 @@ def install() -> None:
         for owner, name, checked, bare in _SWAPS:
             setattr(owner, name, checked if state["active"] else bare)
 
-    handler: Callable[[int, FrameType | None], None] = flip
-    signal.signal(signal.SIGUSR2, handler)
+    signal.signal(signal.SIGUSR2, flip)
 
 
 def _nothing(*_args: object) -> None:
