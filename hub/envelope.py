@@ -7,12 +7,12 @@ Must not: decide anything about routing; callers raise typed errors and this ren
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
-from starlette.types import Send
+from starlette.types import Scope, Send
 
 from routing import errors
 from routing.datetimes import format_datetime
@@ -43,6 +43,12 @@ HTTP_STATUS: Final[Mapping[type[errors.OcpiError], int]] = {
 }
 
 JSON_HEADER: Final = (b"content-type", b"application/json")
+#: The ASGI extensions the hub's server protocol offers (hub/http/server.py), spelled once here where the app's
+#: answers are sent: a whole response in one write, ``await respond(status, headers, body)`` with headers that do
+#: not frame the message; and cutting a connection mid-answer, ``abort()``.
+RESPOND: Final = "ocpihub.respond"
+ABORT: Final = "ocpihub.abort"
+Respond = Callable[[int, list[tuple[bytes, bytes]], bytes], Awaitable[None]]
 
 
 def now_text() -> str:
@@ -89,9 +95,20 @@ def render_error(error: errors.OcpiError) -> tuple[int, bytes]:
     return http_status(error), envelope(error.ocpi_status, error.message)
 
 
-async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    """A complete response in two ASGI messages."""
+async def send_bytes(scope: Scope, send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """A complete JSON response: in one write where the server offers it (hub/http/server.py ``ocpihub.respond``),
+    else in two ASGI messages."""
     headers.append(JSON_HEADER)
+    respond = respond_of(scope)
+    if respond is not None:
+        await respond(status, headers, body)
+        return
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def respond_of(scope: Scope) -> Respond | None:
+    """The server's whole-response extension (``ocpihub.respond``), when it runs under the hub's own protocol."""
+    extensions = scope.get("extensions")
+    return extensions.get(RESPOND) if extensions else None

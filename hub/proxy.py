@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from hub import logs
 from hub.broadcast import Broadcaster
-from hub.envelope import envelope, render_error, send_bytes
+from hub.envelope import ABORT, envelope, render_error, respond_of, send_bytes
 from hub.ids import new_request_id
 from hub.relay import Relays
 from hub.runtime import Runtime
@@ -236,7 +236,7 @@ class Proxy:
             await self._broadcast(ex, scope, receive, send, decision, parsed, module, suffix)
             return
         if isinstance(decision, GetAll | StoreGet):
-            await self._from_holdings(ex, send, decision, module, suffix, query)
+            await self._from_holdings(ex, scope, send, decision, module, suffix, query)
             return
         body = await read_body(receive, parsed.content_length, self.max_body)
         route = decision
@@ -293,7 +293,14 @@ class Proxy:
         )
 
     async def _from_holdings(
-        self, ex: Exchange, send: Send, decision: GetAll | StoreGet, module: ModuleID, suffix: str, query: bytes
+        self,
+        ex: Exchange,
+        scope: Scope,
+        send: Send,
+        decision: GetAll | StoreGet,
+        module: ModuleID,
+        suffix: str,
+        query: bytes,
     ) -> None:
         """GET addressed to the hub: answered from its store of broadcast data (§4.1.8.5, §4.1.8.7)."""
         holdings = self.rt.holdings
@@ -305,7 +312,7 @@ class Proxy:
         except REGISTRY_ERRORS:
             raise errors.HubError("the hub's store is unreachable right now; try again shortly") from None
         ex.status, ex.ocpi_status = 200, 1000
-        await send_bytes(send, 200, body, [*self._own_headers(ex), *extra])
+        await send_bytes(scope, send, 200, body, [*self._own_headers(ex), *extra])
 
     async def _relay(self, ex: Exchange, scope: Scope, receive: Receive, send: Send, rest: str) -> None:
         parsed = self._begin(ex, scope)
@@ -357,7 +364,11 @@ class Proxy:
         # The sender gets its answer now; the fan-out runs on (§4.1.8.3 diagram: RESPONSE before the copies).
         ex.status, ex.ocpi_status = 200, 1000
         await send_bytes(
-            send, 200, envelope(1000, f"accepted for {len(decision.recipients)} recipients"), self._own_headers(ex)
+            scope,
+            send,
+            200,
+            envelope(1000, f"accepted for {len(decision.recipients)} recipients"),
+            self._own_headers(ex),
         )
         self.broadcaster.start(
             decision, module, ex.method, suffix, scope["query_string"], body, parsed.passthrough, ex.correlation_id
@@ -386,6 +397,12 @@ class Proxy:
             whole = await upstream.read_whole(self.buffered_answer)
             answer = self._answer_headers(ex, upstream.headers, route, module, role, query, whole, body)
             ex.status = upstream.status
+            if whole is not None:
+                respond = respond_of(scope)
+                if respond is not None:
+                    await respond(upstream.status, answer, whole)  # head and body in one write, Content-Length framed
+                    ex.started = True
+                    return
             await send({"type": "http.response.start", "status": upstream.status, "headers": answer})
             ex.started = True
             if whole is not None:
@@ -464,7 +481,7 @@ class Proxy:
                 "receiver failed mid-answer: connection to the requester aborted",
                 extra={"correlation_id": ex.correlation_id.decode("ascii"), "error": error.message},
             )
-            abort = scope.get("extensions", {}).get("ocpihub.abort")
+            abort = scope.get("extensions", {}).get(ABORT)
             if abort is None:
                 raise error
             abort()
@@ -475,7 +492,7 @@ class Proxy:
         headers = self._own_headers(ex)
         if isinstance(error, errors.RateLimitedError):
             headers.append((b"retry-after", str(max(1, math.ceil(error.retry_after))).encode()))
-        await send_bytes(send, status, body, headers)
+        await send_bytes(scope, send, status, body, headers)
 
     def _account(self, ex: Exchange) -> None:
         elapsed = time.perf_counter() - ex.start

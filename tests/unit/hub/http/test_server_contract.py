@@ -19,9 +19,10 @@ import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
-from uvicorn.server import ServerState
 
+from hub.envelope import ABORT, RESPOND
 from hub.http.server import HeadLimits, OcpiHttpToolsProtocol, protocol_for
+from tests.support.protocol import FakeTransport, make, settle
 
 UVICORN = f"uvicorn {uvicorn.__version__}"
 
@@ -47,49 +48,18 @@ PROTOCOL_ATTRIBUTES = (
     "loop",
     "cycle",
     "pipeline",
+    "flow",
 )
-CYCLE_ATTRIBUTES = ("response_complete", "disconnected", "message_event")
-
-
-class FakeTransport(asyncio.Transport):
-    """What uvicorn asks of a TCP transport, recording what is written."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closing = False
-        self.aborted = False
-        self.eof = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += data
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = self.aborted = True
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        self.eof = True
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
+CYCLE_ATTRIBUTES = (
+    "scope",
+    "keep_alive",
+    "response_started",
+    "response_complete",
+    "waiting_for_100_continue",
+    "disconnected",
+    "message_event",
+    "on_response",
+)
 
 
 async def hello(scope: Scope, receive: Receive, send: Send) -> None:
@@ -98,25 +68,13 @@ async def hello(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def make(cls: type[HttpToolsProtocol]) -> HttpToolsProtocol:
-    config = uvicorn.Config(hello, lifespan="off", log_config=None)
-    return cls(config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop())
-
-
 @pytest.fixture
 async def connected() -> AsyncIterator[tuple[HttpToolsProtocol, FakeTransport]]:
-    protocol = make(protocol_for(HeadLimits(head_timeout=5.0)))
+    protocol = make(protocol_for(HeadLimits(head_timeout=5.0)), hello)
     transport = FakeTransport()
     protocol.connection_made(transport)
     yield protocol, transport
     protocol.connection_lost(None)
-
-
-async def settle(transport: FakeTransport, until: bytes) -> None:
-    """Let the request task and the corked writes run until ``until`` was written (bounded)."""
-    async with asyncio.timeout(2.0):
-        while until not in transport.written:  # noqa: ASYNC110  # the transport has no event to wait on
-            await asyncio.sleep(0)
 
 
 def parameters(function: Any) -> list[tuple[str, inspect._ParameterKind]]:
@@ -162,7 +120,9 @@ async def test_state_read_by_the_hub_is_where_it_expects(
     assert not missing, f"{UVICORN}: RequestResponseCycle no longer has {missing}"
     assert isinstance(cycle.message_event, asyncio.Event), f"{UVICORN}: RequestResponseCycle.message_event"
     assert len(protocol.pipeline) == 0, f"{UVICORN}: HttpToolsProtocol.pipeline is not the queue of cycles"
-    assert "ocpihub.abort" in protocol.scope["extensions"], "the scope the app gets lacks ocpihub.abort"
+    assert {ABORT, RESPOND} <= set(protocol.scope["extensions"]), "the scope the app gets lacks the hub's extensions"
+    assert cycle.scope is protocol.scope, f"{UVICORN}: RequestResponseCycle.scope is not the request's scope"
+    assert isinstance(protocol.flow.write_paused, bool), f"{UVICORN}: FlowControl.write_paused"
     await settle(transport, b"\r\n\r\nok")
     assert transport.written.startswith(b"HTTP/1.1 200 "), bytes(transport.written)
     assert cycle.response_complete, f"{UVICORN}: RequestResponseCycle.response_complete"
@@ -186,7 +146,7 @@ async def test_uvicorn_routes_a_raising_callback_to_send_400_response() -> None:
         def send_400_response(self, msg: str) -> None:
             calls.append(msg)
 
-    protocol = make(Refusing)
+    protocol = make(Refusing, hello)
     protocol.connection_made(FakeTransport())
     try:
         protocol.data_received(b"GET / HTTP/1.1\r\nhost: hub\r\n\r\n")
