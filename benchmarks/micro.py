@@ -38,6 +38,8 @@ import base64
 import gc
 import hashlib
 import json
+import logging
+import os
 import random
 import sys
 import time
@@ -51,6 +53,7 @@ import orjson
 from redis.asyncio import Redis
 
 from benchmarks.stub_party import small_location
+from hub import logs
 from hub.ids import new_request_id
 from hub.proxy import outbound_headers
 from hub.relay import Relays
@@ -433,6 +436,56 @@ def measure_relay_link(work: Workload, rounds: int, repeats: int) -> dict[str, f
     }
 
 
+# -- the request log line ------------------------------------------------------------------------------------------
+
+
+def measure_log_line(rounds: int, repeats: int) -> dict[str, float]:
+    """µs per request log line (``hub.logs.event`` with a routed GET's fields, through the hub's batching handler to
+    /dev/null): every request pays it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    handler = logs.BatchingHandler(devnull)
+    root = logging.getLogger()
+    kept = root.handlers[:], root.level
+    root.handlers[:] = [handler]  # the hub's own set-up: the line goes straight to the batch
+    root.setLevel(logging.INFO)
+    logger = logging.getLogger("ocpihub.access")
+    sender, receiver = PartyKey("BE", "EMP"), PartyKey("NL", "CPO")
+
+    def lines() -> None:
+        for _ in range(rounds):
+            logs.event(
+                logger,
+                "routed",
+                {
+                    "event": "request",
+                    "kind": "request",
+                    "correlation_id": "bench-correlation",
+                    "request_id": "bench-request",
+                    "request_id_out": "0f6a6f2c-3c0c-4a47-a0a6-4d3b1c2a9e1f",
+                    "from": str(sender),
+                    "to": str(receiver),
+                    "platform": "platform-1",
+                    "client": "127.0.0.1",
+                    "module": "locations",
+                    "interface": "sender",
+                    "method": "GET",
+                    "path": "/ocpi/2.2.1/sender/locations?offset=&limit=",
+                    "status": 200,
+                    "ocpi_status": None,
+                    "outcome": "ok",
+                    "latency_ms": 0.412,
+                },
+            )
+
+    try:
+        return {"log_line_us": round(best_ns(lines, repeats) / rounds / 1e3, 3)}
+    finally:
+        handler.flush()
+        root.handlers[:], level = kept
+        root.setLevel(level)
+        os.close(devnull)
+
+
 # -- no I/O on the decision path -----------------------------------------------------------------------------
 
 #: Audit events (PEP 578) that mean I/O or process control.
@@ -563,6 +616,7 @@ def run(smoke: bool = False) -> dict[str, object]:
     decisions = measure_decisions(work, rounds, repeats)
     steps = measure_steps(work, rounds, repeats)
     links = measure_relay_link(work, rounds * 100, repeats)
+    log_line = measure_log_line(rounds * 100, repeats)
     io = check_no_io(work)
     return {
         "benchmark": "micro",
@@ -576,6 +630,7 @@ def run(smoke: bool = False) -> dict[str, object]:
         **decisions,
         "steps_us": steps,
         "pagination_link": links,
+        "request_log": log_line,
         **io,
         "python": sys.version.split()[0],
         "wall_s": round(time.perf_counter() - started, 2),
