@@ -154,6 +154,9 @@ def test_check_suffix_accepts(suffix: str) -> None:
         "/a b",
         "/a\\b",
         "/caf\u00e9",
+        "/a\x00b",  # raw controls and DEL: never in a request line, whether or not anything is encoded
+        "/a\x01b",
+        "/a\x7fb",
     ],
 )
 def test_check_suffix_refuses(suffix: str) -> None:
