@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from hub.http.server import HeadLimits, protocol_for
 
 
 class FakeTransport(asyncio.Transport):
@@ -65,3 +69,15 @@ async def settle(transport: FakeTransport, until: bytes) -> None:
     async with asyncio.timeout(2.0):
         while until not in transport.written:  # noqa: ASYNC110  # the transport has no event to wait on
             await asyncio.sleep(0)
+
+
+@contextmanager
+def fake_connection(app: ASGIApp) -> Iterator[tuple[HttpToolsProtocol, FakeTransport]]:
+    """The hub's protocol (default limits, a 5 s head timeout) serving ``app`` on a fake connection, lost at the end."""
+    protocol = make(protocol_for(HeadLimits(head_timeout=5.0)), app)
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    try:
+        yield protocol, transport
+    finally:
+        protocol.connection_lost(None)

@@ -15,8 +15,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from hub.envelope import RESPOND
-from hub.http.server import HeadLimits, protocol_for
-from tests.support.protocol import FakeTransport, make, settle
+from tests.support.protocol import FakeTransport, fake_connection, settle
 
 JSON = [(b"content-type", b"application/json")]
 
@@ -33,11 +32,8 @@ async def answering(scope: Scope, receive: Receive, send: Send) -> None:
 
 @pytest.fixture
 async def connected() -> AsyncIterator[tuple[HttpToolsProtocol, FakeTransport]]:
-    protocol = make(protocol_for(HeadLimits(head_timeout=5.0)), answering)
-    transport = FakeTransport()
-    protocol.connection_made(transport)
-    yield protocol, transport
-    protocol.connection_lost(None)
+    with fake_connection(answering) as pair:
+        yield pair
 
 
 def split(written: bytes | bytearray) -> Iterator[tuple[bytes, dict[bytes, bytes], bytes]]:
@@ -136,14 +132,9 @@ async def test_a_header_that_would_break_the_head_is_never_written(name: bytes, 
             refused.append(exc)
             await scope["extensions"][RESPOND](500, JSON, b"{}")  # the response was not started: still possible
 
-    protocol = make(protocol_for(HeadLimits(head_timeout=5.0)), hostile)
-    transport = FakeTransport()
-    protocol.connection_made(transport)
-    try:
+    with fake_connection(hostile) as (protocol, transport):
         protocol.data_received(b"GET / HTTP/1.1\r\nhost: hub\r\n\r\n")
         await settle(transport, b"\r\n\r\n{}")
-    finally:
-        protocol.connection_lost(None)
     assert len(refused) == 1
     assert transport.written.startswith(b"HTTP/1.1 500 "), bytes(transport.written)
     assert b"injected" not in transport.written and name + b": " + value not in transport.written

@@ -21,8 +21,8 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from hub.envelope import ABORT, RESPOND
-from hub.http.server import HeadLimits, OcpiHttpToolsProtocol, protocol_for
-from tests.support.protocol import FakeTransport, make, settle
+from hub.http.server import OcpiHttpToolsProtocol
+from tests.support.protocol import FakeTransport, fake_connection, make, settle
 
 UVICORN = f"uvicorn {uvicorn.__version__}"
 
@@ -70,11 +70,8 @@ async def hello(scope: Scope, receive: Receive, send: Send) -> None:
 
 @pytest.fixture
 async def connected() -> AsyncIterator[tuple[HttpToolsProtocol, FakeTransport]]:
-    protocol = make(protocol_for(HeadLimits(head_timeout=5.0)), hello)
-    transport = FakeTransport()
-    protocol.connection_made(transport)
-    yield protocol, transport
-    protocol.connection_lost(None)
+    with fake_connection(hello) as pair:
+        yield pair
 
 
 def parameters(function: Any) -> list[tuple[str, inspect._ParameterKind]]:
