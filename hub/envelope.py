@@ -96,14 +96,20 @@ def render_error(error: errors.OcpiError) -> tuple[int, bytes]:
 
 
 async def send_bytes(scope: Scope, send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    """A complete JSON response: in one write where the server offers it (hub/http/server.py ``ocpihub.respond``),
-    else in two ASGI messages."""
+    """A complete JSON response (``send_whole``)."""
     headers.append(JSON_HEADER)
+    await send_whole(scope, send, status, headers, body)
+
+
+async def send_whole(scope: Scope, send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """A complete response framed by its Content-Length: in one write where the server offers it (hub/http/server.py
+    ``ocpihub.respond``), else in two ASGI messages. ``headers`` must not frame the message themselves."""
     respond = respond_of(scope)
     if respond is not None:
         await respond(status, headers, body)
         return
-    headers.append((b"content-length", str(len(body)).encode()))
+    if status >= 200 and status not in (204, 304) and scope.get("method") != "HEAD":
+        headers.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

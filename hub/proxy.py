@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from hub import logs
 from hub.broadcast import Broadcaster
-from hub.envelope import ABORT, envelope, render_error, respond_of, send_bytes
+from hub.envelope import ABORT, envelope, render_error, send_bytes, send_whole
 from hub.ids import new_request_id
 from hub.relay import Relays
 from hub.runtime import Runtime
@@ -398,16 +398,11 @@ class Proxy:
             answer = self._answer_headers(ex, upstream.headers, route, module, role, query, whole, body)
             ex.status = upstream.status
             if whole is not None:
-                respond = respond_of(scope)
-                if respond is not None:
-                    await respond(upstream.status, answer, whole)  # head and body in one write, Content-Length framed
-                    ex.started = True
-                    return
+                await send_whole(scope, send, upstream.status, answer, whole)  # framed by its Content-Length
+                ex.started = True
+                return
             await send({"type": "http.response.start", "status": upstream.status, "headers": answer})
             ex.started = True
-            if whole is not None:
-                await send({"type": "http.response.body", "body": whole})
-                return
             async for chunk in upstream.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})

@@ -61,6 +61,9 @@ async def test_a_routed_request_reaches_the_receivers_endpoint_byte_for_byte(hub
     reply = await hub.client.put(SESSION_URL + "?x=1&y=%20", headers=put_session(), content=SESSION)
     assert reply.status_code == 200
     assert reply.content == b'{"status_code":1000,"timestamp":"2026-01-01T00:00:00Z"}'
+    # Read whole, so framed by its own length (the receiver's framing headers never pass), not chunked.
+    assert reply.headers["content-length"] == str(len(reply.content))
+    assert "transfer-encoding" not in reply.headers
     [sent] = hub.outbound.sent
     assert (sent.method, sent.url) == ("PUT", EMSP.endpoint("sessions", "RECEIVER") + "/NL/CPO/S1?x=1&y=%20")
     assert sent.body == SESSION
@@ -206,6 +209,7 @@ async def test_only_the_answer_headers_ocpi_defines_come_back(hub: Harness) -> N
     )
     names = {k.lower() for k in reply.headers}
     assert names == {
+        "content-length",  # the hub's own framing of the answer it read whole
         "content-type",
         "x-total-count",
         "x-limit",
